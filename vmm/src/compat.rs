@@ -1,0 +1,129 @@
+//! Compatibility profile for hosts whose `/dev/kvm` is a software hypervisor.
+//!
+//! `kvm_pvm` emulates guest kernel code and has gaps (see guest-kernel/README.md):
+//! the guest must not use `cmpxchg16b`, `xrstor`, `popcnt` or `clac`, and our
+//! guest kernel carries patches that are switched on by command-line flags.
+//! On hardware KVM none of this applies, so the profile is off there.
+
+use std::path::Path;
+use std::str::FromStr;
+
+/// What the user asked for with `--compat`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CompatMode {
+    /// Detect the host's hypervisor and pick the profile.
+    #[default]
+    Auto,
+    /// Never apply a profile.
+    Off,
+    /// Always apply the software-KVM (`kvm_pvm`) profile.
+    Pvm,
+}
+
+impl FromStr for CompatMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "off" => Ok(Self::Off),
+            "pvm" => Ok(Self::Pvm),
+            other => Err(format!(
+                "unknown compat mode {other:?}: expected auto, off or pvm"
+            )),
+        }
+    }
+}
+
+/// The adjustments a host needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompatProfile {
+    /// Hide CMPXCHG16B (CPUID.1:ECX bit 13): its emulation fails.
+    pub hide_cx16: bool,
+    /// Extra kernel command-line words.
+    pub cmdline: &'static [&'static str],
+}
+
+/// Kernel flags for a `kvm_pvm` host. The `vmrun.*` flags switch on the
+/// patches in guest-kernel/patches; the others are upstream options.
+const PVM_CMDLINE: &[&str] = &[
+    // XRSTOR is not emulated.
+    "noxsave",
+    // POPCNT and CLAC are not emulated; CPUID masking alone does not stop
+    // the kernel from using them.
+    "clearcpuid=popcnt,smap",
+    // The INT3 self-test of alternatives patching cannot be delivered.
+    "vmrun.skip_int3_selftest",
+    // FWAIT in fpu__drop() (every exec and exit) is not emulated.
+    "vmrun.no_fpu_drop_fwait",
+    // User-mode SYSCALL arrives as a page fault at the syscall entry.
+    "vmrun.syscall_pf_fixup",
+];
+
+impl CompatProfile {
+    /// No adjustment: hardware KVM.
+    pub const NONE: CompatProfile = CompatProfile {
+        hide_cx16: false,
+        cmdline: &[],
+    };
+
+    /// The software-KVM profile.
+    pub const PVM: CompatProfile = CompatProfile {
+        hide_cx16: true,
+        cmdline: PVM_CMDLINE,
+    };
+
+    /// Resolves `mode` on this host.
+    pub fn for_host(mode: CompatMode) -> CompatProfile {
+        Self::resolve(mode, Path::new("/sys/module"))
+    }
+
+    /// Resolves `mode` against a `/sys/module`-like directory.
+    pub fn resolve(mode: CompatMode, sys_module: &Path) -> CompatProfile {
+        match mode {
+            CompatMode::Off => Self::NONE,
+            CompatMode::Pvm => Self::PVM,
+            CompatMode::Auto if sys_module.join("kvm_pvm").exists() => Self::PVM,
+            CompatMode::Auto => Self::NONE,
+        }
+    }
+
+    /// Whether any adjustment applies.
+    pub fn is_active(&self) -> bool {
+        *self != Self::NONE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_modes() {
+        assert_eq!("auto".parse(), Ok(CompatMode::Auto));
+        assert_eq!("off".parse(), Ok(CompatMode::Off));
+        assert_eq!("pvm".parse(), Ok(CompatMode::Pvm));
+        let err = "vmx".parse::<CompatMode>().unwrap_err();
+        assert!(err.contains("\"vmx\""), "{err}");
+    }
+
+    #[test]
+    fn auto_detects_kvm_pvm() {
+        let dir = std::env::temp_dir().join(format!("vmrun-compat-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(CompatProfile::resolve(CompatMode::Auto, &dir), CompatProfile::NONE);
+        std::fs::create_dir_all(dir.join("kvm_pvm")).unwrap();
+        assert_eq!(CompatProfile::resolve(CompatMode::Auto, &dir), CompatProfile::PVM);
+        assert_eq!(CompatProfile::resolve(CompatMode::Off, &dir), CompatProfile::NONE);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn forced_profile_applies_anywhere() {
+        let nowhere = Path::new("/nonexistent");
+        let profile = CompatProfile::resolve(CompatMode::Pvm, nowhere);
+        assert!(profile.hide_cx16);
+        assert!(profile.cmdline.contains(&"vmrun.syscall_pf_fixup"));
+        assert!(!CompatProfile::resolve(CompatMode::Auto, nowhere).is_active());
+    }
+}

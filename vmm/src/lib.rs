@@ -1,0 +1,17 @@
+//! vmrun's virtual machine monitor.
+//!
+//! Boots a Linux guest directly (no firmware) on KVM: guest memory, vCPUs in
+//! threads, an MP table, the PVH or 64-bit Linux boot protocol, a 16550 serial
+//! console and an i8042 whose reset line ends the VM.
+
+pub mod boot;
+pub mod compat;
+pub mod config;
+pub mod console;
+pub mod cpu;
+pub mod devices;
+pub mod memory;
+pub mod vm;
+
+pub use config::VmConfig;
+pub use vm::{Vm, VmError, VmEvent, VmExit};
