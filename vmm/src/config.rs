@@ -25,7 +25,13 @@ pub struct VmConfig {
     pub compat: CompatMode,
     /// Give up and stop the VM after this long, if set.
     pub timeout: Option<Duration>,
+    /// Host side of the guest's vsock (Firecracker-style hybrid vsock): a
+    /// Unix socket the VMM listens on. No vsock device if unset.
+    pub vsock_uds: Option<PathBuf>,
 }
+
+/// The guest's vsock context id (2 is the host).
+pub const GUEST_CID: u64 = 3;
 
 /// Upper bound on vCPUs: the MP table and CPUID topology are built for this.
 pub const MAX_VCPUS: u8 = 16;
@@ -40,6 +46,7 @@ impl Default for VmConfig {
             extra_cmdline: Vec::new(),
             compat: CompatMode::Auto,
             timeout: None,
+            vsock_uds: None,
         }
     }
 }

@@ -20,6 +20,17 @@ struct Cli {
 enum Command {
     /// Boot a microVM and stream its console to stdout.
     Boot(BootArgs),
+    /// Print the kernel command line `vmrun boot` would give the guest.
+    Cmdline(CmdlineArgs),
+}
+
+#[derive(Args)]
+struct CmdlineArgs {
+    #[command(flatten)]
+    vm: VmArgs,
+    /// As with `vmrun boot --exit-when-ready`.
+    #[arg(long)]
+    exit_when_ready: bool,
 }
 
 #[derive(Args)]
@@ -42,6 +53,10 @@ struct VmArgs {
     /// Extra kernel command-line words.
     #[arg(long = "cmdline", value_name = "WORDS")]
     cmdline: Vec<String>,
+    /// Give the guest a vsock whose host side is this Unix socket
+    /// (Firecracker-style hybrid vsock: `CONNECT <port>`).
+    #[arg(long, value_name = "PATH")]
+    vsock: Option<PathBuf>,
 }
 
 impl VmArgs {
@@ -59,6 +74,7 @@ impl VmArgs {
                 .collect(),
             compat: self.compat,
             timeout: None,
+            vsock_uds: self.vsock.clone(),
         }
     }
 }
@@ -152,6 +168,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Boot(args) => boot(args),
+        Command::Cmdline(args) => {
+            let mut config = args.vm.config();
+            if args.exit_when_ready {
+                config.extra_cmdline.push(EXIT_WHEN_READY_FLAG.to_string());
+            }
+            vmm::vm::kernel_cmdline(&config)
+                .map(|c| println!("{c}"))
+                .map_err(|e| e.to_string())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VmFd};
+use linux_loader::cmdline::Cmdline;
 use vm_memory::{GuestMemory as _, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
@@ -21,6 +22,7 @@ use crate::console::{ConsoleEvent, ConsoleSink};
 use crate::cpu::{Vcpu, VcpuError};
 use crate::devices::i8042::{self, I8042};
 use crate::devices::serial::{self, SerialDevice};
+use crate::devices::virtio::{self, VirtioError};
 use crate::devices::{Bus, BusError, IrqLine};
 use crate::memory::{self, GuestMemory};
 
@@ -42,7 +44,7 @@ pub enum VmExit {
     /// KVM could not enter the guest.
     FailEntry { vcpu: u8, reason: u64, cpu: u32 },
     /// KVM could not emulate an instruction.
-    InternalError { vcpu: u8, suberror: u32 },
+    InternalError { vcpu: u8, suberror: u32, rip: u64 },
     /// KVM_RUN itself failed.
     RunFailed { vcpu: u8, errno: i32 },
 }
@@ -60,9 +62,14 @@ impl std::fmt::Display for VmExit {
                 f,
                 "vCPU {vcpu}: KVM entry failed (hardware reason {reason:#x} on host CPU {cpu})"
             ),
-            Self::InternalError { vcpu, suberror } => write!(
+            Self::InternalError {
+                vcpu,
+                suberror,
+                rip,
+            } => write!(
                 f,
-                "vCPU {vcpu}: KVM internal error (suberror {suberror}): an instruction could not be emulated"
+                "vCPU {vcpu}: KVM internal error (suberror {suberror}) at RIP {rip:#x}: \
+                 an instruction could not be emulated"
             ),
             Self::RunFailed { vcpu, errno } => write!(
                 f,
@@ -118,10 +125,35 @@ pub enum VmError {
     EventFd(std::io::Error),
     #[error("device layout: {0}")]
     Bus(#[from] BusError),
+    #[error(transparent)]
+    Virtio(#[from] VirtioError),
     #[error("cannot install the vCPU kick signal handler: {0}")]
     Signal(vmm_sys_util::errno::Error),
     #[error("cannot start vCPU thread: {0}")]
     Thread(std::io::Error),
+}
+
+/// The kernel command line a VM built from `config` gets on this host.
+pub fn kernel_cmdline(config: &VmConfig) -> Result<String, VmError> {
+    let profile = CompatProfile::for_host(config.compat);
+    let cmdline = build_cmdline(config, &profile, &virtio::plan(config))?;
+    Ok(cmdline_text(&cmdline))
+}
+
+fn build_cmdline(
+    config: &VmConfig,
+    profile: &CompatProfile,
+    slots: &[virtio::VirtioSlot],
+) -> Result<Cmdline, VmError> {
+    let devices: Vec<String> = slots.iter().map(virtio::VirtioSlot::cmdline_entry).collect();
+    Ok(cmdline::build(profile, &devices, &config.extra_cmdline)?)
+}
+
+fn cmdline_text(cmdline: &Cmdline) -> String {
+    cmdline
+        .as_cstring()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Signal used to kick vCPU threads out of KVM_RUN.
@@ -190,9 +222,12 @@ impl Vm {
 
         let (event_tx, events) = channel();
         let pio = Arc::new(legacy_devices(&vm, console, &event_tx)?);
-        let mmio = Arc::new(Bus::default());
+        let slots = virtio::plan(config);
+        let mut mmio = Bus::default();
+        virtio::attach(&vm, &mem, &slots, &mut mmio)?;
+        let mmio = Arc::new(mmio);
 
-        let cmdline = cmdline::build(&profile, &[], &config.extra_cmdline)?;
+        let cmdline = build_cmdline(config, &profile, &slots)?;
         boot::write_boot_info(
             &mem,
             &kernel,
@@ -225,10 +260,7 @@ impl Vm {
             events,
             stop: stop.clone(),
             vcpus: Vec::new(),
-            cmdline: cmdline
-                .as_cstring()
-                .map(|c| c.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            cmdline: cmdline_text(&cmdline),
             _vm: vm,
             _mem: mem,
         };

@@ -1,1 +1,26 @@
-fn main() {}
+//! `cargo xtask bench`: vmrun's figures, printed beside a reference VMM
+//! measured in the same run. Benchmarks print numbers; they assert nothing.
+
+mod boot_bench;
+mod measure;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "vmrun developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot benchmarks: vmrun against QEMU's microvm machine.
+    Bench(boot_bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Bench(args) => boot_bench::run(&args),
+    }
+}

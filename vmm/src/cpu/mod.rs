@@ -140,7 +140,12 @@ impl Vcpu {
                     // `internal` member of the exit union.
                     let suberror =
                         unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
-                    return Some(VmExit::InternalError { vcpu: id, suberror });
+                    let rip = self.fd.get_regs().map(|r| r.rip).unwrap_or(0);
+                    return Some(VmExit::InternalError {
+                        vcpu: id,
+                        suberror,
+                        rip,
+                    });
                 }
                 Ok(other) => {
                     tracing::warn!(vcpu = id, exit = ?other, "unexpected vCPU exit ignored");

@@ -1,0 +1,89 @@
+//! PID 1: bring the guest up, serve the agent API, power off at the end.
+
+pub mod cmdline;
+pub mod console;
+pub mod mounts;
+pub mod power;
+
+use std::io;
+
+use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
+
+use crate::server::{self, ServeError, ServeOutcome};
+use crate::AGENT_VSOCK_PORT;
+use cmdline::AgentOptions;
+use mounts::{mount_all, MountError, SyscallMounter, GUEST_MOUNTS};
+
+/// PATH of the agent and of everything it starts without one.
+pub const GUEST_PATH: &str = server::DEFAULT_PATH;
+
+/// Why the agent could not carry on.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error("cannot attach the console: {0}")]
+    Console(#[source] nix::Error),
+    #[error("cannot read /proc/cmdline: {0}")]
+    Cmdline(#[source] io::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] io::Error),
+    #[error("cannot listen on vsock port {port}: {source}")]
+    Listen { port: u32, source: io::Error },
+    #[error("cannot print the ready line: {0}")]
+    Announce(#[source] io::Error),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// Runs the agent as PID 1 until it should power off (on request or with
+/// `vmrun.exit_when_ready`). The caller then powers off.
+pub fn run() -> Result<(), InitError> {
+    // The console may not exist before /dev is mounted, so a mount error is
+    // reported only after trying to attach it.
+    let mounted = mount_all(&mut SyscallMounter, GUEST_MOUNTS);
+    console::attach_console().map_err(InitError::Console)?;
+    mounted?;
+    // Still single-threaded here, so changing the environment is sound.
+    std::env::set_var("PATH", GUEST_PATH);
+
+    let cmdline = std::fs::read_to_string("/proc/cmdline").map_err(InitError::Cmdline)?;
+    let options = AgentOptions::from_cmdline(&cmdline);
+    init_logging(&options);
+
+    // One thread: the guest has few vCPUs and every thread costs start-up
+    // time; blocking work (fork+exec) goes to tokio's blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(InitError::Runtime)?;
+    runtime.block_on(serve_until_done(options))
+}
+
+async fn serve_until_done(options: AgentOptions) -> Result<(), InitError> {
+    let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, AGENT_VSOCK_PORT)).map_err(
+        |source| InitError::Listen {
+            port: AGENT_VSOCK_PORT,
+            source,
+        },
+    )?;
+    console::announce_ready().map_err(InitError::Announce)?;
+    if options.exit_when_ready {
+        return Ok(());
+    }
+    match server::serve(listener.incoming()).await? {
+        ServeOutcome::ShutdownRequested => tracing::info!("powering off on request"),
+        ServeOutcome::ListenerClosed => tracing::warn!("vsock listener closed, powering off"),
+    }
+    Ok(())
+}
+
+fn init_logging(options: &AgentOptions) {
+    // Fails only if a subscriber is already installed, which is then used.
+    let _already_installed = tracing_subscriber::fmt()
+        .with_max_level(options.log_level)
+        .with_writer(io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .try_init();
+}

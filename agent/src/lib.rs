@@ -1,0 +1,35 @@
+//! vmrun's guest agent.
+//!
+//! The agent is PID 1 of every microVM: it mounts the guest's pseudo file
+//! systems ([`init`]), then serves the agent API ([`proto`]) over vsock
+//! ([`server`]). The host side talks to it through [`client`], which dials the
+//! VMM's hybrid vsock Unix socket.
+//!
+//! Features: `server` (the agent itself, on by default) and `client` (what the
+//! shim and `vmrun run` link, with `default-features = false`).
+//!
+//! The guest binary is fully static (there is no musl target here):
+//!
+//! ```text
+//! RUSTFLAGS='-C target-feature=+crt-static' \
+//!     cargo build --release -p vmrun-agent --target x86_64-unknown-linux-gnu
+//! # -> target/x86_64-unknown-linux-gnu/release/vmrun-agent, the initramfs's /init
+//! ```
+
+pub mod proto;
+
+#[cfg(feature = "client")]
+pub mod client;
+#[cfg(feature = "server")]
+pub mod init;
+#[cfg(feature = "server")]
+pub mod server;
+
+/// The vsock port the agent serves on inside the guest.
+pub const AGENT_VSOCK_PORT: u32 = 1024;
+
+/// Version of the agent API; bumped on incompatible changes to the proto.
+pub const API_VERSION: u32 = 1;
+
+/// Version of this crate, reported by `Version` and `GuestDetails`.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,81 @@
+//! The `Guest` service: facts about the guest, and shutting it down.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use super::error::AgentError;
+use crate::proto::guest_server::Guest;
+use crate::proto::{GuestDetailsRequest, GuestDetailsResponse, ShutdownRequest, ShutdownResponse};
+use crate::AGENT_VERSION;
+
+/// Serves `Guest`. `Shutdown` only raises the flag; whoever runs the server
+/// powers off once the answer is out (see [`super::serve`]).
+#[derive(Debug, Clone)]
+pub struct GuestService {
+    shutdown_requested: Arc<watch::Sender<bool>>,
+}
+
+impl GuestService {
+    pub fn new(shutdown_requested: Arc<watch::Sender<bool>>) -> Self {
+        Self { shutdown_requested }
+    }
+}
+
+/// Reads what `GuestDetails` reports from the running kernel.
+pub fn guest_details() -> Result<GuestDetailsResponse, AgentError> {
+    let internal = |what: &str, errno: nix::Error| AgentError::Internal {
+        op: "guest details",
+        reason: format!("{what}: {errno}"),
+    };
+    let uname = nix::sys::utsname::uname().map_err(|e| internal("uname", e))?;
+    let sysinfo = nix::sys::sysinfo::sysinfo().map_err(|e| internal("sysinfo", e))?;
+    let cpus = std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .map_err(|source| AgentError::Internal {
+            op: "guest details",
+            reason: format!("counting cpus: {source}"),
+        })?;
+    Ok(GuestDetailsResponse {
+        kernel_release: uname.release().to_string_lossy().into_owned(),
+        kernel_version: uname.version().to_string_lossy().into_owned(),
+        memory_total_bytes: sysinfo.ram_total(),
+        cpus,
+        agent_version: AGENT_VERSION.to_owned(),
+    })
+}
+
+#[tonic::async_trait]
+impl Guest for GuestService {
+    async fn guest_details(
+        &self,
+        _: Request<GuestDetailsRequest>,
+    ) -> Result<Response<GuestDetailsResponse>, Status> {
+        Ok(Response::new(guest_details()?))
+    }
+
+    async fn shutdown(
+        &self,
+        _: Request<ShutdownRequest>,
+    ) -> Result<Response<ShutdownResponse>, Status> {
+        tracing::info!("shutdown requested");
+        self.shutdown_requested.send_replace(true);
+        Ok(Response::new(ShutdownResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_describe_this_machine() {
+        let details = guest_details().unwrap();
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        assert_eq!(details.kernel_release, release.trim());
+        assert!(details.memory_total_bytes > 0);
+        assert!(details.cpus >= 1);
+        assert_eq!(details.agent_version, AGENT_VERSION);
+    }
+}

@@ -1,0 +1,112 @@
+//! The agent API server: the `Health`, `Process` and `Guest` services over
+//! any stream of connections (vsock in the guest, a Unix socket in tests).
+
+mod error;
+mod exec_spec;
+mod fd_io;
+mod guest_service;
+mod health_service;
+mod output;
+mod output_reader;
+mod process;
+mod process_service;
+mod process_table;
+mod pty;
+mod reaper;
+mod spawn;
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
+use tonic::transport::Server;
+
+pub use error::AgentError;
+pub use exec_spec::DEFAULT_PATH;
+pub use output::{OUTPUT_BUFFER_BYTES, OUTPUT_CHUNK_BYTES};
+pub use process::OUTPUT_LINGER_AFTER_EXIT;
+pub use process_table::FORGET_AFTER_WAIT;
+
+use crate::proto::guest_server::GuestServer;
+use crate::proto::health_server::HealthServer;
+use crate::proto::process_server::ProcessServer;
+use guest_service::GuestService;
+use health_service::HealthService;
+use process_service::ProcessService;
+use process_table::ProcessTable;
+
+/// How long in-flight answers (above all `Shutdown`'s own) get to reach the
+/// host once shutdown was requested, before [`serve`] returns regardless of
+/// output streams that are still open.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Why [`serve`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeOutcome {
+    /// A client called `Shutdown`: the caller should power off.
+    ShutdownRequested,
+    /// The stream of connections ended.
+    ListenerClosed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot watch for child process exits: {0}")]
+    Reaper(#[source] io::Error),
+    #[error("serving the agent API failed: {0}")]
+    Transport(#[source] tonic::transport::Error),
+}
+
+/// Serves the agent API on every connection `incoming` yields, until a
+/// client asks for shutdown or `incoming` ends.
+///
+/// Also reaps all child processes of this process from now on (the agent is
+/// PID 1, so that includes every orphan in the guest).
+pub async fn serve<I, IO, IE>(incoming: I) -> Result<ServeOutcome, ServeError>
+where
+    I: Stream<Item = Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    reaper::start().map_err(ServeError::Reaper)?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown_tx = Arc::new(shutdown_tx);
+    let mut stop_serving = shutdown_rx.clone();
+    let mut shutdown_requested = shutdown_rx;
+
+    let serving = Server::builder()
+        .add_service(HealthServer::new(HealthService))
+        .add_service(ProcessServer::new(ProcessService::new(Arc::new(
+            ProcessTable::default(),
+        ))))
+        .add_service(GuestServer::new(GuestService::new(shutdown_tx)))
+        .serve_with_incoming_shutdown(incoming, async move {
+            // An error means the flag can no longer change: keep serving.
+            if stop_serving.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        });
+    tokio::pin!(serving);
+    // Only a bool may be held across awaits: the watch guard is not Send.
+    let shutdown_requested = async move { shutdown_requested.wait_for(|stop| *stop).await.is_ok() };
+
+    tokio::select! {
+        served = &mut serving => {
+            served.map_err(ServeError::Transport)?;
+            Ok(ServeOutcome::ListenerClosed)
+        }
+        true = shutdown_requested => {
+            // Graceful: answers in flight are sent, then connections close.
+            // Open output streams could hold that up forever, hence the grace.
+            if tokio::time::timeout(SHUTDOWN_GRACE, serving).await.is_err() {
+                tracing::debug!("connections still open at shutdown");
+            }
+            Ok(ServeOutcome::ShutdownRequested)
+        }
+    }
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs everything vmrun needs on a Debian 12 host with /dev/kvm:
+# packages, the guest kernel (cached under $VMRUN_CACHE), the static agent,
+# the initramfs, and `vmrun` on PATH. Safe to run again: finished steps are
+# cheap the second time.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+share=${VMRUN_SHARE:-/usr/local/share/vmrun}
+bindir=${VMRUN_BINDIR:-/usr/local/bin}
+export VMRUN_CACHE=${VMRUN_CACHE:-/var/cache/vmrun}
+export CARGO_TERM_PROGRESS_WHEN=never
+
+packages=(
+    # guest kernel build
+    linux-source-6.1 build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils
+    # guest user space and the agent's static libseccomp
+    busybox-static libseccomp-dev
+    # the reference VMM for `cargo xtask bench`
+    qemu-system-x86
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (rustup) first" >&2; exit 1; }
+[ -c /dev/kvm ] || { echo "setup: /dev/kvm missing: vmrun needs KVM" >&2; exit 1; }
+
+mkdir -p "$share" "$bindir"
+"$root/guest-kernel/build.sh" "$share/vmlinux"
+
+cd "$root"
+# The agent is PID 1 of an initramfs: fully static, glibc target (no musl here).
+RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --quiet --release --locked -p vmrun-agent --target x86_64-unknown-linux-gnu
+cargo build --quiet --release --locked -p vmm -p rootfs-builder
+target=${CARGO_TARGET_DIR:-$root/target}
+"$target/release/rootfs-builder" initramfs \
+    --agent "$target/x86_64-unknown-linux-gnu/release/vmrun-agent" \
+    --busybox /bin/busybox \
+    --output "$share/initramfs.cpio"
+install -m 0755 "$target/release/vmrun" "$bindir/vmrun"
+echo "setup: installed vmrun to $bindir, kernel and initramfs to $share" >&2

@@ -1,0 +1,375 @@
+//! virtio-rng: fills guest buffers with bytes from the host's `/dev/urandom`.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use tracing::{debug, error, warn};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
+use virtio_queue::{Queue, QueueT};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::worker::Worker;
+use crate::{ActivateError, GuestMemoryMmap, IrqTrigger, VirtioDevice};
+
+/// Size of the request queue.
+pub const RNG_QUEUE_SIZE: u16 = 256;
+/// At most this many random bytes are written per request, whatever the size
+/// of the guest's buffer.
+pub const MAX_BYTES_PER_REQUEST: usize = 64 * 1024;
+
+const QUEUE_SIZES: [u16; 1] = [RNG_QUEUE_SIZE];
+const TOKEN_KILL: u64 = 0;
+const TOKEN_QUEUE: u64 = 1;
+
+/// Errors of the rng device.
+#[derive(Debug, thiserror::Error)]
+pub enum RngError {
+    /// Opening the host entropy source failed.
+    #[error("failed to open /dev/urandom: {0}")]
+    OpenEntropy(#[source] io::Error),
+}
+
+/// The virtio-rng device.
+pub struct RngDevice {
+    entropy: File,
+    worker: Option<Worker<()>>,
+}
+
+impl RngDevice {
+    /// Creates the device; it reads the host's `/dev/urandom`.
+    pub fn new() -> Result<Self, RngError> {
+        let entropy = File::open("/dev/urandom").map_err(RngError::OpenEntropy)?;
+        Ok(RngDevice {
+            entropy,
+            worker: None,
+        })
+    }
+}
+
+impl VirtioDevice for RngDevice {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_RNG
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &QUEUE_SIZES
+    }
+
+    fn avail_features(&self) -> u64 {
+        1 << VIRTIO_F_VERSION_1
+    }
+
+    fn read_config(&self, _offset: u64, _data: &mut [u8]) {
+        // virtio-rng has no configuration space.
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        debug!(
+            "virtio-rng: ignoring config write at {offset:#x} ({} bytes)",
+            data.len()
+        );
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<IrqTrigger>,
+        mut queues: Vec<Queue>,
+        mut queue_events: Vec<EventFd>,
+    ) -> Result<(), ActivateError> {
+        if self.worker.is_some() {
+            return Err(ActivateError::AlreadyActive);
+        }
+        if queues.len() != 1 || queue_events.len() != 1 {
+            return Err(ActivateError::QueueCount {
+                expected: 1,
+                queues: queues.len(),
+                events: queue_events.len(),
+            });
+        }
+        let (Some(queue), Some(queue_evt)) = (queues.pop(), queue_events.pop()) else {
+            return Err(ActivateError::QueueCount {
+                expected: 1,
+                queues: 0,
+                events: 0,
+            });
+        };
+        let entropy = self.entropy.try_clone().map_err(ActivateError::Worker)?;
+        let handler = RngHandler {
+            mem,
+            interrupt,
+            queue,
+            queue_evt,
+            entropy,
+            buf: Vec::new(),
+        };
+        let worker = Worker::spawn("virtio-rng", move |kill| handler.run(kill))
+            .map_err(ActivateError::Worker)?;
+        self.worker = Some(worker);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.stop();
+        }
+    }
+}
+
+/// The worker side: serves the request queue.
+struct RngHandler {
+    mem: GuestMemoryMmap,
+    interrupt: Arc<IrqTrigger>,
+    queue: Queue,
+    queue_evt: EventFd,
+    entropy: File,
+    buf: Vec<u8>,
+}
+
+impl RngHandler {
+    fn run(mut self, kill: EventFd) {
+        let epoll = match self.setup_epoll(&kill) {
+            Ok(e) => e,
+            Err(e) => {
+                error!("virtio-rng: failed to set up the event loop: {e}");
+                return;
+            }
+        };
+        let mut events = [EpollEvent::default(); 2];
+        loop {
+            let n = match epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    error!("virtio-rng: epoll_wait failed: {e}");
+                    return;
+                }
+            };
+            for ev in &events[..n] {
+                match ev.data() {
+                    TOKEN_KILL => return,
+                    TOKEN_QUEUE => {
+                        let _ = self.queue_evt.read();
+                        self.process_queue();
+                    }
+                    other => debug!("virtio-rng: unexpected epoll token {other}"),
+                }
+            }
+        }
+    }
+
+    fn setup_epoll(&self, kill: &EventFd) -> io::Result<Epoll> {
+        let epoll = Epoll::new()?;
+        for (fd, token) in [
+            (kill.as_raw_fd(), TOKEN_KILL),
+            (self.queue_evt.as_raw_fd(), TOKEN_QUEUE),
+        ] {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, token),
+            )?;
+        }
+        Ok(epoll)
+    }
+
+    /// Serves at most one queue's worth of requests, then re-signals itself
+    /// if more may be pending so that the kill event is still seen.
+    fn process_queue(&mut self) {
+        let budget = self.queue.size();
+        let mut served = 0u16;
+        while served < budget {
+            let Some(chain) = self.queue.pop_descriptor_chain(&self.mem) else {
+                break;
+            };
+            served += 1;
+            let head = chain.head_index();
+            let len = match fill(&self.mem, &mut self.entropy, &mut self.buf, chain) {
+                Ok(len) => len,
+                Err(e) => {
+                    debug!("virtio-rng: dropping malformed request: {e}");
+                    0
+                }
+            };
+            if let Err(e) = self.queue.add_used(&self.mem, head, len) {
+                warn!("virtio-rng: failed to return a buffer: {e}");
+                break;
+            }
+        }
+        if served == 0 {
+            return;
+        }
+        if served == budget {
+            let _ = self.queue_evt.write(1);
+        }
+        match self.queue.needs_notification(&self.mem) {
+            Ok(true) => {
+                if let Err(e) = self.interrupt.trigger_used_ring() {
+                    error!("virtio-rng: failed to signal the guest: {e}");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => warn!("virtio-rng: failed to check notification: {e}"),
+        }
+    }
+}
+
+/// Fills the writable part of `chain` from `entropy`; returns the number of
+/// bytes written.
+fn fill(
+    mem: &GuestMemoryMmap,
+    entropy: &mut File,
+    buf: &mut Vec<u8>,
+    chain: virtio_queue::DescriptorChain<&GuestMemoryMmap>,
+) -> io::Result<u32> {
+    let mut writer = chain
+        .writer(mem)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let len = writer.available_bytes().min(MAX_BYTES_PER_REQUEST);
+    buf.resize(len, 0);
+    entropy.read_exact(buf)?;
+    writer.write_all(buf)?;
+    // `len` is at most MAX_BYTES_PER_REQUEST.
+    Ok(len as u32)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::desc::{split::Descriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress};
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    use std::time::{Duration, Instant};
+
+    fn wait_used(vq: &MockSplitQueue<GuestMemoryMmap>, n: u16) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while vq.used().idx().load() < n {
+            assert!(
+                Instant::now() < deadline,
+                "device did not return {n} buffers"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    struct Setup {
+        mem: GuestMemoryMmap,
+        irq: Arc<IrqTrigger>,
+        evt: EventFd,
+        dev: RngDevice,
+    }
+
+    fn setup(mem: &GuestMemoryMmap, vq: &MockSplitQueue<GuestMemoryMmap>) -> Setup {
+        let irq = Arc::new(IrqTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap()));
+        let evt = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut dev = RngDevice::new().unwrap();
+        dev.activate(
+            mem.clone(),
+            irq.clone(),
+            vec![vq.create_queue::<Queue>().unwrap()],
+            vec![evt.try_clone().unwrap()],
+        )
+        .unwrap();
+        Setup {
+            mem: mem.clone(),
+            irq,
+            evt,
+            dev,
+        }
+    }
+
+    #[test]
+    fn fills_guest_buffers() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vq = MockSplitQueue::new(&mem, 16);
+        // Two chains: one single 64-byte buffer, one split over two buffers.
+        let descs = [
+            RawDescriptor::from(Descriptor::new(0x1_0000, 64, VRING_DESC_F_WRITE as u16, 0)),
+            RawDescriptor::from(Descriptor::new(
+                0x2_0000,
+                16,
+                (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16,
+                2,
+            )),
+            RawDescriptor::from(Descriptor::new(0x3_0000, 48, VRING_DESC_F_WRITE as u16, 0)),
+        ];
+        vq.add_desc_chains(&descs, 0).unwrap();
+        let mut s = setup(&mem, &vq);
+        s.evt.write(1).unwrap();
+        wait_used(&vq, 2);
+
+        let used0 = vq.used().ring().ref_at(0).unwrap().load();
+        let used1 = vq.used().ring().ref_at(1).unwrap().load();
+        assert_eq!((used0.id(), used0.len()), (0, 64));
+        assert_eq!((used1.id(), used1.len()), (1, 64));
+        for (addr, len) in [(0x1_0000u64, 64usize), (0x2_0000, 16), (0x3_0000, 48)] {
+            let mut buf = vec![0u8; len];
+            s.mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
+            assert!(
+                buf.iter().any(|&b| b != 0),
+                "buffer at {addr:#x} not filled"
+            );
+        }
+        assert_ne!(s.irq.status() & 1, 0, "used-ring interrupt not raised");
+        assert_eq!(s.irq.irqfd().read().unwrap(), 1);
+        s.dev.reset();
+    }
+
+    #[test]
+    fn malformed_requests_are_returned_empty() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vq = MockSplitQueue::new(&mem, 16);
+        let descs = [
+            // Outside guest memory.
+            RawDescriptor::from(Descriptor::new(
+                0x4000_0000,
+                64,
+                VRING_DESC_F_WRITE as u16,
+                0,
+            )),
+            // Read-only buffer: nothing to write into.
+            RawDescriptor::from(Descriptor::new(0x1_0000, 64, 0, 0)),
+            // A chain that loops on itself: must terminate.
+            RawDescriptor::from(Descriptor::new(
+                0x2_0000,
+                8,
+                (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16,
+                2,
+            )),
+        ];
+        vq.add_desc_chains(&descs, 0).unwrap();
+        let mut s = setup(&mem, &vq);
+        s.evt.write(1).unwrap();
+        wait_used(&vq, 3);
+        let lens: Vec<u32> = (0..3)
+            .map(|i| vq.used().ring().ref_at(i).unwrap().load().len())
+            .collect();
+        assert_eq!(lens[0], 0);
+        assert_eq!(lens[1], 0);
+        // The loop is cut at the queue size (16 descriptors of 8 bytes).
+        assert_eq!(lens[2], 16 * 8);
+        s.dev.reset();
+        // A reset device can be activated again.
+        let vq2 = MockSplitQueue::create(&mem, GuestAddress(0x8000), 16);
+        s.dev
+            .activate(
+                mem.clone(),
+                s.irq.clone(),
+                vec![vq2.create_queue::<Queue>().unwrap()],
+                vec![s.evt.try_clone().unwrap()],
+            )
+            .unwrap();
+        assert!(matches!(
+            s.dev.activate(mem.clone(), s.irq.clone(), vec![], vec![]),
+            Err(ActivateError::AlreadyActive)
+        ));
+    }
+}

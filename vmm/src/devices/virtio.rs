@@ -1,0 +1,168 @@
+//! The VM's virtio-mmio devices: where each one lives (MMIO window, GSI),
+//! how the guest learns about it (kernel command line), and their wiring to
+//! KVM (irqfd, ioeventfd per queue, MMIO bus).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use kvm_ioctls::{IoEventAddress, VmFd};
+use virtio_devices::{
+    kernel_cmdline_entry, IrqTrigger, MmioTransport, RngDevice, VirtioDevice, VsockDevice,
+    MMIO_WINDOW_SIZE,
+};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::{Bus, BusDevice, BusError};
+use crate::config::{VmConfig, GUEST_CID};
+use crate::memory::{GuestMemory, VIRTIO_MMIO_START};
+
+/// First GSI for virtio devices (0-4 are the PIT, keyboard, cascade, COM2, COM1).
+const FIRST_IRQ: u32 = 5;
+/// Offset of the QueueNotify register in a virtio-mmio window.
+const QUEUE_NOTIFY_OFFSET: u64 = 0x50;
+
+/// A device the VM will have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VirtioKind {
+    Rng,
+    Vsock { cid: u64, uds: PathBuf },
+}
+
+/// A device with its place in the machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtioSlot {
+    pub kind: VirtioKind,
+    pub base: u64,
+    pub irq: u32,
+}
+
+impl VirtioSlot {
+    /// The `virtio_mmio.device=` entry announcing it.
+    pub fn cmdline_entry(&self) -> String {
+        kernel_cmdline_entry(self.base, self.irq)
+    }
+}
+
+/// Errors attaching devices.
+#[derive(Debug, thiserror::Error)]
+pub enum VirtioError {
+    #[error("virtio-rng: {0}")]
+    Rng(#[from] virtio_devices::RngError),
+    #[error("virtio-vsock on {path}: {source}")]
+    Vsock {
+        path: PathBuf,
+        source: virtio_devices::VsockError,
+    },
+    #[error("virtio-mmio transport: {0}")]
+    Transport(#[from] virtio_devices::MmioError),
+    #[error("cannot create an eventfd: {0}")]
+    EventFd(std::io::Error),
+    #[error("{op} for the virtio device at {base:#x}: {source}")]
+    Kvm {
+        op: &'static str,
+        base: u64,
+        source: kvm_ioctls::Error,
+    },
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// The devices `config` asks for, in a fixed order so that addresses and
+/// IRQs (and so the command line) are the same for the same config.
+pub fn plan(config: &VmConfig) -> Vec<VirtioSlot> {
+    let mut kinds = vec![VirtioKind::Rng];
+    if let Some(uds) = &config.vsock_uds {
+        kinds.push(VirtioKind::Vsock {
+            cid: GUEST_CID,
+            uds: uds.clone(),
+        });
+    }
+    kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| VirtioSlot {
+            kind,
+            base: VIRTIO_MMIO_START + i as u64 * MMIO_WINDOW_SIZE,
+            irq: FIRST_IRQ + i as u32,
+        })
+        .collect()
+}
+
+/// A transport on the MMIO bus.
+struct MmioDevice(MmioTransport);
+
+impl BusDevice for MmioDevice {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        self.0.read(offset, data);
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        self.0.write(offset, data);
+    }
+}
+
+/// Creates the planned devices and wires them to KVM and the MMIO bus.
+pub fn attach(
+    vm: &VmFd,
+    mem: &GuestMemory,
+    slots: &[VirtioSlot],
+    bus: &mut Bus,
+) -> Result<(), VirtioError> {
+    for slot in slots {
+        let device: Box<dyn VirtioDevice> = match &slot.kind {
+            VirtioKind::Rng => Box::new(RngDevice::new()?),
+            VirtioKind::Vsock { cid, uds } => Box::new(VsockDevice::new(*cid, uds.clone()).map_err(
+                |source| VirtioError::Vsock {
+                    path: uds.clone(),
+                    source,
+                },
+            )?),
+        };
+        let kvm = |op| {
+            move |source| VirtioError::Kvm {
+                op,
+                base: slot.base,
+                source,
+            }
+        };
+        let irqfd = EventFd::new(EFD_NONBLOCK).map_err(VirtioError::EventFd)?;
+        vm.register_irqfd(&irqfd, slot.irq)
+            .map_err(kvm("KVM_IRQFD"))?;
+        let transport = MmioTransport::new(mem.clone(), Arc::new(IrqTrigger::new(irqfd)), device)?;
+        // Queue notifications go straight from KVM to the device's worker,
+        // without a VM exit to a vCPU thread.
+        let notify = IoEventAddress::Mmio(slot.base + QUEUE_NOTIFY_OFFSET);
+        for (index, event) in transport.queue_events().iter().enumerate() {
+            vm.register_ioevent(event, &notify, index as u32)
+                .map_err(kvm("KVM_IOEVENTFD"))?;
+        }
+        bus.insert(
+            slot.base,
+            MMIO_WINDOW_SIZE,
+            Arc::new(Mutex::new(MmioDevice(transport))),
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_is_stable_and_announces_each_device() {
+        let config = VmConfig {
+            vsock_uds: Some(PathBuf::from("/run/vm.sock")),
+            ..VmConfig::default()
+        };
+        let slots = plan(&config);
+        assert_eq!(slots.len(), 2);
+        assert_eq!(slots[0].kind, VirtioKind::Rng);
+        assert_eq!(
+            slots[1].cmdline_entry(),
+            format!("virtio_mmio.device=4K@0x{:x}:6", VIRTIO_MMIO_START + 0x1000)
+        );
+        assert_eq!(plan(&config), slots);
+        assert_eq!(plan(&VmConfig::default()).len(), 1);
+    }
+}
