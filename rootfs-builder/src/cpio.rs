@@ -61,7 +61,11 @@ impl<W: Write> CpioWriter<W> {
             EntryKind::CharDevice { major, minor } => (S_IFCHR, &[], (*major, *minor)),
         };
         let size = u32::try_from(data.len()).map_err(|_| CpioError::TooLarge(name.into()))?;
-        let nlink = if matches!(kind, EntryKind::Directory) { 2 } else { 1 };
+        let nlink = if matches!(kind, EntryKind::Directory) {
+            2
+        } else {
+            1
+        };
         let ino = self.next_ino;
         self.next_ino += 1;
         self.entry(name, ino, kind_bits | (perm & 0o7777), nlink, size, rdev)?;
@@ -118,7 +122,8 @@ mod tests {
         let mut entries = Vec::new();
         let mut offset = 0usize;
         let field = |h: &[u8], i: usize| {
-            u32::from_str_radix(std::str::from_utf8(&h[6 + i * 8..14 + i * 8]).unwrap(), 16).unwrap()
+            u32::from_str_radix(std::str::from_utf8(&h[6 + i * 8..14 + i * 8]).unwrap(), 16)
+                .unwrap()
         };
         loop {
             assert_eq!(&bytes[..6], MAGIC);
@@ -126,7 +131,9 @@ mod tests {
             let size = field(bytes, 6) as usize;
             let (rmaj, rmin) = (field(bytes, 9), field(bytes, 10));
             let namesize = field(bytes, 11) as usize;
-            let name = std::str::from_utf8(&bytes[110..110 + namesize - 1]).unwrap().to_string();
+            let name = std::str::from_utf8(&bytes[110..110 + namesize - 1])
+                .unwrap()
+                .to_string();
             let pad4 = |n: usize| (n + 3) & !3;
             let data_start = pad4(offset + 110 + namesize) - offset;
             let data = bytes[data_start..data_start + size].to_vec();
@@ -145,16 +152,25 @@ mod tests {
     fn round_trips_every_kind_with_alignment() {
         let mut w = CpioWriter::new(Vec::new());
         w.add("dev", 0o755, &EntryKind::Directory).unwrap();
-        w.add("dev/console", 0o600, &EntryKind::CharDevice { major: 5, minor: 1 })
+        w.add(
+            "dev/console",
+            0o600,
+            &EntryKind::CharDevice { major: 5, minor: 1 },
+        )
+        .unwrap();
+        w.add("init", 0o755, &EntryKind::File(b"abcde".to_vec()))
             .unwrap();
-        w.add("init", 0o755, &EntryKind::File(b"abcde".to_vec())).unwrap();
-        w.add("bin/sh", 0o777, &EntryKind::Symlink("busybox".into())).unwrap();
+        w.add("bin/sh", 0o777, &EntryKind::Symlink("busybox".into()))
+            .unwrap();
         let bytes = w.finish().unwrap();
         assert_eq!(bytes.len() % 4, 0);
         let entries = parse(&bytes);
         assert_eq!(entries.len(), 4);
         assert_eq!(entries[0].1, S_IFDIR | 0o755);
-        assert_eq!((entries[1].1, entries[1].3, entries[1].4), (S_IFCHR | 0o600, 5, 1));
+        assert_eq!(
+            (entries[1].1, entries[1].3, entries[1].4),
+            (S_IFCHR | 0o600, 5, 1)
+        );
         assert_eq!(entries[2].2, b"abcde");
         assert_eq!(entries[3].1, S_IFLNK | 0o777);
         assert_eq!(entries[3].2, b"busybox");

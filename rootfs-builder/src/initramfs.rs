@@ -11,11 +11,62 @@ use crate::cpio::{CpioError, CpioWriter, EntryKind};
 /// tests reach for. Kept short: every entry is unpacked by the (slow,
 /// emulated on software KVM) guest kernel at each boot.
 pub const APPLETS: &[&str] = &[
-    "[", "awk", "basename", "cat", "chmod", "chown", "cp", "cut", "date", "dd", "df", "dirname",
-    "echo", "env", "false", "find", "free", "grep", "head", "hostname", "id", "kill", "ln", "ls",
-    "md5sum", "mkdir", "mknod", "mount", "mv", "printf", "ps", "pwd", "readlink", "rm", "rmdir",
-    "sed", "seq", "sh", "sha256sum", "sleep", "sort", "stat", "stty", "sync", "tail", "tee",
-    "test", "touch", "tr", "true", "tty", "umount", "uname", "wc", "xargs", "yes",
+    "[",
+    "awk",
+    "basename",
+    "cat",
+    "chmod",
+    "chown",
+    "cp",
+    "cut",
+    "date",
+    "dd",
+    "df",
+    "dirname",
+    "echo",
+    "env",
+    "false",
+    "find",
+    "free",
+    "grep",
+    "head",
+    "hostname",
+    "id",
+    "kill",
+    "ln",
+    "ls",
+    "md5sum",
+    "mkdir",
+    "mknod",
+    "mount",
+    "mv",
+    "printf",
+    "ps",
+    "pwd",
+    "readlink",
+    "rm",
+    "rmdir",
+    "sed",
+    "seq",
+    "sh",
+    "sha256sum",
+    "sleep",
+    "sort",
+    "stat",
+    "stty",
+    "sync",
+    "tail",
+    "tee",
+    "test",
+    "touch",
+    "tr",
+    "true",
+    "tty",
+    "umount",
+    "uname",
+    "wc",
+    "xargs",
+    "yes",
 ];
 
 const DIRECTORIES: &[&str] = &["bin", "dev", "etc", "proc", "run", "sys", "tmp", "var"];
@@ -104,7 +155,10 @@ mod tests {
         };
         let out = std::env::temp_dir().join("vmrun-initramfs-missing.cpio");
         let err = build(&spec, &out).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/vmrun-agent"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/vmrun-agent"),
+            "{err}"
+        );
         assert!(!out.exists());
     }
 

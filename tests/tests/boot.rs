@@ -13,7 +13,10 @@ fn boot_reaches_the_agent_and_shuts_down_cleanly() {
     assert!(done.status.success(), "{done:?}");
     assert!(done.stdout.contains("vmrun-agent ready"), "{done:?}");
     assert!(done.stderr.contains("vmrun: agent ready after"), "{done:?}");
-    assert!(done.stderr.contains("vmrun: guest shut down after"), "{done:?}");
+    assert!(
+        done.stderr.contains("vmrun: guest shut down after"),
+        "{done:?}"
+    );
 }
 
 #[test]
@@ -47,7 +50,8 @@ fn guest_without_init_is_reported_as_a_kernel_panic() {
     std::fs::remove_dir_all(&dir).expect("clean up");
     assert!(!done.status.success(), "{done:?}");
     assert!(
-        done.stderr.contains("vmrun: guest kernel panicked: Kernel panic - not syncing"),
+        done.stderr
+            .contains("vmrun: guest kernel panicked: Kernel panic - not syncing"),
         "{done:?}"
     );
 }
@@ -60,7 +64,8 @@ fn missing_kernel_is_named_in_the_error() {
     );
     assert!(!done.status.success(), "{done:?}");
     assert!(
-        done.stderr.contains("cannot open kernel /nonexistent/vmlinux"),
+        done.stderr
+            .contains("cannot open kernel /nonexistent/vmlinux"),
         "{done:?}"
     );
 }
@@ -73,7 +78,8 @@ fn invalid_sizes_are_refused_before_booting() {
     );
     assert!(!done.status.success(), "{done:?}");
     assert!(
-        done.stderr.contains("vcpus must be between 1 and 16, got 0"),
+        done.stderr
+            .contains("vcpus must be between 1 and 16, got 0"),
         "{done:?}"
     );
 }

@@ -113,10 +113,19 @@ mod tests {
     fn auto_detects_kvm_pvm() {
         let dir = std::env::temp_dir().join(format!("vmrun-compat-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        assert_eq!(CompatProfile::resolve(CompatMode::Auto, &dir), CompatProfile::NONE);
+        assert_eq!(
+            CompatProfile::resolve(CompatMode::Auto, &dir),
+            CompatProfile::NONE
+        );
         std::fs::create_dir_all(dir.join("kvm_pvm")).unwrap();
-        assert_eq!(CompatProfile::resolve(CompatMode::Auto, &dir), CompatProfile::PVM);
-        assert_eq!(CompatProfile::resolve(CompatMode::Off, &dir), CompatProfile::NONE);
+        assert_eq!(
+            CompatProfile::resolve(CompatMode::Auto, &dir),
+            CompatProfile::PVM
+        );
+        assert_eq!(
+            CompatProfile::resolve(CompatMode::Off, &dir),
+            CompatProfile::NONE
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

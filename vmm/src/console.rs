@@ -91,8 +91,14 @@ mod tests {
 
     #[test]
     fn classifies_ready_panic_and_fatal_lines() {
-        assert_eq!(classify("vmrun-agent ready"), Some(ConsoleEvent::AgentReady));
-        assert_eq!(classify("vmrun-agent ready\r"), Some(ConsoleEvent::AgentReady));
+        assert_eq!(
+            classify("vmrun-agent ready"),
+            Some(ConsoleEvent::AgentReady)
+        );
+        assert_eq!(
+            classify("vmrun-agent ready\r"),
+            Some(ConsoleEvent::AgentReady)
+        );
         assert_eq!(
             classify("[ 3.1] Kernel panic - not syncing: Attempted to kill init!"),
             Some(ConsoleEvent::KernelPanic(

@@ -122,7 +122,10 @@ mod tests {
         assert_eq!(regions[0], (GuestAddress(0), MMIO_GAP_START as usize));
         assert_eq!(
             regions[1],
-            (GuestAddress(MMIO_GAP_END), ((4u64 << 30) - MMIO_GAP_START) as usize)
+            (
+                GuestAddress(MMIO_GAP_END),
+                ((4u64 << 30) - MMIO_GAP_START) as usize
+            )
         );
     }
 
@@ -140,6 +143,9 @@ mod tests {
         let map = memory_map(5 << 30);
         let last = map.last().copied().expect("entry");
         assert_eq!(last.start, MMIO_GAP_END);
-        assert_eq!(last.start + last.size, MMIO_GAP_END + (5u64 << 30) - MMIO_GAP_START);
+        assert_eq!(
+            last.start + last.size,
+            MMIO_GAP_END + (5u64 << 30) - MMIO_GAP_START
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -145,7 +145,10 @@ fn build_cmdline(
     profile: &CompatProfile,
     slots: &[virtio::VirtioSlot],
 ) -> Result<Cmdline, VmError> {
-    let devices: Vec<String> = slots.iter().map(virtio::VirtioSlot::cmdline_entry).collect();
+    let devices: Vec<String> = slots
+        .iter()
+        .map(virtio::VirtioSlot::cmdline_entry)
+        .collect();
     Ok(cmdline::build(profile, &devices, &config.extra_cmdline)?)
 }
 
@@ -288,12 +291,14 @@ impl Vm {
             None => self.events.recv().ok(),
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                match self.events.recv_timeout(left) {
-                    Ok(event) => Some(event),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-                }
+                self.events.recv_timeout(left).ok()
             }
         }
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_event(&self) -> Option<VmEvent> {
+        self.events.try_recv().ok()
     }
 
     /// Stops every vCPU and waits for their threads.

@@ -163,13 +163,21 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "best of runs", "vmrun", "qemu", "vmrun/qemu"
     );
     for (label, f) in [
-        ("boot to agent ready (s)", &ready as &dyn Fn(&Measurement) -> Option<f64>),
+        (
+            "boot to agent ready (s)",
+            &ready as &dyn Fn(&Measurement) -> Option<f64>,
+        ),
         ("boot to VMM exit (s)", &exit),
         ("VMM peak RSS (MiB)", &rss),
     ] {
         let (a, b) = (best(&ours, f), best(&theirs, f));
         let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
-        println!("{label:<28} {:>10} {:>10} {:>12}", fmt(a), fmt(b), ratio(a, b));
+        println!(
+            "{label:<28} {:>10} {:>10} {:>12}",
+            fmt(a),
+            fmt(b),
+            ratio(a, b)
+        );
     }
     Ok(())
 }

@@ -26,7 +26,7 @@ pub enum EntryPoint {
 }
 
 /// A loaded kernel.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct LoadedKernel {
     pub entry: EntryPoint,
     /// The bzImage setup header, to be copied into the zero page.
@@ -183,6 +183,7 @@ pub(crate) fn test_memory(size: u64) -> Mem {
 mod tests {
     use super::*;
     use std::io::Write;
+    use vm_memory::Bytes;
 
     /// A minimal 64-bit ELF with one PT_LOAD segment at 16 MiB and, if
     /// asked, a PVH note (Xen ELF note type 18) pointing at `pvh_entry`.

@@ -49,7 +49,10 @@ pub enum MpTableError {
 }
 
 fn checksum(bytes: &[u8]) -> u8 {
-    bytes.iter().fold(0u8, |acc, b| acc.wrapping_add(*b)).wrapping_neg()
+    bytes
+        .iter()
+        .fold(0u8, |acc, b| acc.wrapping_add(*b))
+        .wrapping_neg()
 }
 
 /// Builds the floating pointer and configuration table for `cpus` CPUs,
@@ -75,12 +78,34 @@ pub fn build(cpus: u8, addr: u64) -> Result<Vec<u8>, MpTableError> {
     entries.extend_from_slice(&[ENTRY_IOAPIC, ioapic_id, IOAPIC_VERSION, 1]);
     entries.extend_from_slice(&IO_APIC_DEFAULT_PHYS_BASE.to_le_bytes());
     for irq in 0..IRQ_COUNT {
-        let kind = if irq == 0 { INT_TYPE_EXTINT } else { INT_TYPE_INT };
+        let kind = if irq == 0 {
+            INT_TYPE_EXTINT
+        } else {
+            INT_TYPE_INT
+        };
         entries.extend_from_slice(&[ENTRY_IO_INTERRUPT, kind, 0, 0, bus_id, irq, ioapic_id, irq]);
     }
     // LINT0 is the legacy PIC's ExtINT, LINT1 the NMI, on every local APIC.
-    entries.extend_from_slice(&[ENTRY_LOCAL_INTERRUPT, INT_TYPE_EXTINT, 0, 0, bus_id, 0, 0xff, 0]);
-    entries.extend_from_slice(&[ENTRY_LOCAL_INTERRUPT, INT_TYPE_NMI, 0, 0, bus_id, 0, 0xff, 1]);
+    entries.extend_from_slice(&[
+        ENTRY_LOCAL_INTERRUPT,
+        INT_TYPE_EXTINT,
+        0,
+        0,
+        bus_id,
+        0,
+        0xff,
+        0,
+    ]);
+    entries.extend_from_slice(&[
+        ENTRY_LOCAL_INTERRUPT,
+        INT_TYPE_NMI,
+        0,
+        0,
+        bus_id,
+        0,
+        0xff,
+        1,
+    ]);
     let entry_count = u16::from(cpus) + 1 + 1 + u16::from(IRQ_COUNT) + 2;
 
     let mut header = Vec::with_capacity(44);
@@ -163,7 +188,10 @@ mod tests {
 
     #[test]
     fn rejects_zero_cpus() {
-        assert!(matches!(build(0, EBDA_START), Err(MpTableError::TooManyCpus(0))));
+        assert!(matches!(
+            build(0, EBDA_START),
+            Err(MpTableError::TooManyCpus(0))
+        ));
     }
 
     #[test]

@@ -9,8 +9,7 @@ use vm_memory::ByteValued;
 
 use super::LoadedInitrd;
 use crate::memory::{
-    GuestMemory, MemoryMapEntry, CMDLINE_START, PVH_INFO_START, PVH_MEMMAP_START,
-    PVH_MODLIST_START,
+    GuestMemory, MemoryMapEntry, CMDLINE_START, PVH_INFO_START, PVH_MEMMAP_START, PVH_MODLIST_START,
 };
 
 const XEN_HVM_START_MAGIC_VALUE: u32 = 0x336e_c578;

@@ -52,7 +52,10 @@ pub(super) fn write(
         };
     }
     params.e820_entries = map.len().min(params.e820_table.len()) as u8;
-    LinuxBootConfigurator::write_bootparams(&BootParams::new(&ZeroPage(params), ZERO_PAGE_START), mem)
+    LinuxBootConfigurator::write_bootparams(
+        &BootParams::new(&ZeroPage(params), ZERO_PAGE_START),
+        mem,
+    )
 }
 
 #[cfg(test)]

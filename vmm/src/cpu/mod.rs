@@ -61,7 +61,9 @@ impl Vcpu {
         buses: (Arc<Bus>, Arc<Bus>),
     ) -> Result<Self, VcpuError> {
         let kvm = |op| move |source| VcpuError::Kvm { id, op, source };
-        let fd = vm.create_vcpu(u64::from(id)).map_err(kvm("KVM_CREATE_VCPU"))?;
+        let fd = vm
+            .create_vcpu(u64::from(id))
+            .map_err(kvm("KVM_CREATE_VCPU"))?;
 
         let mut cpuid = supported_cpuid.clone();
         cpuid::filter(&mut cpuid, id, count, profile);
@@ -151,7 +153,12 @@ impl Vcpu {
                     tracing::warn!(vcpu = id, exit = ?other, "unexpected vCPU exit ignored");
                 }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
-                Err(e) => return Some(VmExit::RunFailed { vcpu: id, errno: e.errno() }),
+                Err(e) => {
+                    return Some(VmExit::RunFailed {
+                        vcpu: id,
+                        errno: e.errno(),
+                    })
+                }
             }
         }
     }

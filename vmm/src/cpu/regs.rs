@@ -45,7 +45,7 @@ pub const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
 
 /// The KVM segment register a GDT descriptor at `index` stands for.
 pub fn segment(entry: u64, index: u16) -> kvm_segment {
-    let base = (((entry >> 16) & 0xff_ffff) | ((entry >> 32) & 0xff00_0000)) as u64;
+    let base = ((entry >> 16) & 0xff_ffff) | ((entry >> 32) & 0xff00_0000);
     let raw_limit = ((entry & 0xffff) | ((entry >> 32) & 0xf_0000)) as u32;
     let granular = (entry >> 55) & 1 == 1;
     let present = ((entry >> 47) & 1) as u8;
@@ -91,11 +91,12 @@ fn write<T: vm_memory::ByteValued>(
     value: T,
     addr: GuestAddress,
 ) -> Result<(), RegsError> {
-    mem.write_obj(value, addr).map_err(|source| RegsError::Write {
-        what,
-        addr: addr.0,
-        source,
-    })
+    mem.write_obj(value, addr)
+        .map_err(|source| RegsError::Write {
+            what,
+            addr: addr.0,
+            source,
+        })
 }
 
 /// Writes the GDT, IDT and (for long mode) identity page tables, and sets
@@ -107,7 +108,12 @@ pub fn setup_sregs(
 ) -> Result<(), RegsError> {
     let gdt = boot_gdt(entry);
     for (i, descriptor) in gdt.iter().enumerate() {
-        write(mem, "GDT", *descriptor, GDT_START.unchecked_add(i as u64 * 8))?;
+        write(
+            mem,
+            "GDT",
+            *descriptor,
+            GDT_START.unchecked_add(i as u64 * 8),
+        )?;
     }
     write(mem, "IDT", 0u64, IDT_START)?;
 
@@ -244,7 +250,12 @@ mod tests {
     fn linux64_starts_in_long_mode_with_identity_map() {
         let mem = test_memory(64 << 20);
         let mut sregs = kvm_sregs::default();
-        setup_sregs(&mem, EntryPoint::Linux64(GuestAddress(0x100_0200)), &mut sregs).unwrap();
+        setup_sregs(
+            &mem,
+            EntryPoint::Linux64(GuestAddress(0x100_0200)),
+            &mut sregs,
+        )
+        .unwrap();
         assert_eq!(sregs.efer, EFER_LME | EFER_LMA);
         assert_eq!(sregs.cr3, PML4_START.0);
         let pde: u64 = mem.read_obj(PDE_START.unchecked_add(8)).unwrap();

@@ -69,7 +69,9 @@ impl Bus {
 /// Locks a device even if a thread panicked while holding it: device state is
 /// kept consistent per access, and a VMM that stops serving the guest is worse.
 fn lock(device: &Shared) -> std::sync::MutexGuard<'_, dyn BusDevice + 'static> {
-    device.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    device
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -98,7 +100,7 @@ mod tests {
         let mut data = [0u8; 1];
         bus.read(0x3fd, &mut data);
         assert_eq!(data, [5]);
-        bus.write(0x3f8, &[b'x']);
+        bus.write(0x3f8, b"x");
         assert_eq!(dev.lock().unwrap().writes, vec![(0, vec![b'x'])]);
     }
 

@@ -111,12 +111,14 @@ pub fn attach(
     for slot in slots {
         let device: Box<dyn VirtioDevice> = match &slot.kind {
             VirtioKind::Rng => Box::new(RngDevice::new()?),
-            VirtioKind::Vsock { cid, uds } => Box::new(VsockDevice::new(*cid, uds.clone()).map_err(
-                |source| VirtioError::Vsock {
-                    path: uds.clone(),
-                    source,
-                },
-            )?),
+            VirtioKind::Vsock { cid, uds } => {
+                Box::new(VsockDevice::new(*cid, uds.clone()).map_err(|source| {
+                    VirtioError::Vsock {
+                        path: uds.clone(),
+                        source,
+                    }
+                })?)
+            }
         };
         let kvm = |op| {
             move |source| VirtioError::Kvm {

@@ -1,0 +1,105 @@
+//! `vmrun boot`: boot a microVM, stream its console, report how far it got.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use vmm::console::ConsoleEvent;
+use vmm::{Vm, VmEvent, VmExit};
+
+use crate::runtime_dir::RuntimeDir;
+use crate::VmArgs;
+
+/// Kernel flag asking the agent to power off once ready.
+const EXIT_WHEN_READY_FLAG: &str = "vmrun.exit_when_ready";
+
+#[derive(Args)]
+pub struct BootArgs {
+    #[command(flatten)]
+    vm: VmArgs,
+    /// Shut the guest down as soon as the agent is ready, and exit 0 if it
+    /// got there.
+    #[arg(long)]
+    exit_when_ready: bool,
+    /// Give up after this many seconds (default: 600 with --exit-when-ready,
+    /// otherwise none).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+}
+
+impl BootArgs {
+    fn config(&self, dir: &RuntimeDir) -> vmm::VmConfig {
+        let mut config = self.vm.config(dir.vsock_socket());
+        if self.exit_when_ready {
+            config.extra_cmdline.push(EXIT_WHEN_READY_FLAG.to_string());
+        }
+        config
+    }
+}
+
+/// `vmrun cmdline`.
+pub fn print_cmdline(args: &BootArgs) -> Result<(), String> {
+    let dir = RuntimeDir::create(&crate::vm_name())?;
+    let cmdline = vmm::vm::kernel_cmdline(&args.config(&dir)).map_err(|e| e.to_string())?;
+    println!("{cmdline}");
+    Ok(())
+}
+
+/// `vmrun boot`.
+pub fn boot(args: BootArgs) -> Result<(), String> {
+    let started = Instant::now();
+    let dir = RuntimeDir::create(&crate::vm_name())?;
+    let config = args.config(&dir);
+    let timeout = args
+        .timeout
+        .or(args.exit_when_ready.then_some(600))
+        .map(Duration::from_secs);
+    let deadline = timeout.map(|t| started + t);
+
+    let mut vm = Vm::start(&config, std::io::stdout()).map_err(|e| e.to_string())?;
+    tracing::debug!(cmdline = vm.cmdline(), "guest started");
+
+    let mut ready = None;
+    let mut failure = None;
+    let exit = loop {
+        match vm.next_event(deadline) {
+            None => {
+                break Err(format!(
+                    "timed out after {} s{}",
+                    timeout.map_or(0, |t| t.as_secs()),
+                    if ready.is_none() {
+                        " waiting for the agent"
+                    } else {
+                        ""
+                    }
+                ))
+            }
+            Some(VmEvent::Console(ConsoleEvent::AgentReady)) if ready.is_none() => {
+                let at = started.elapsed();
+                eprintln!("vmrun: agent ready after {:.2} s", at.as_secs_f64());
+                ready = Some(at);
+            }
+            Some(VmEvent::Console(ConsoleEvent::KernelPanic(line))) => {
+                failure.get_or_insert(format!("guest kernel panicked: {line}"));
+            }
+            Some(VmEvent::Console(ConsoleEvent::AgentFatal(line))) => {
+                failure.get_or_insert(format!("guest agent failed: {line}"));
+            }
+            Some(VmEvent::Console(ConsoleEvent::AgentReady)) => {}
+            Some(VmEvent::Exited(exit)) => break Ok(exit),
+        }
+    };
+    vm.stop();
+    let elapsed = started.elapsed().as_secs_f64();
+    let exit = exit?;
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    if exit != VmExit::Reset {
+        return Err(format!("guest stopped: {exit}"));
+    }
+    if args.exit_when_ready && ready.is_none() {
+        return Err("guest shut down before the agent was ready".to_string());
+    }
+    eprintln!("vmrun: guest shut down after {elapsed:.2} s");
+    Ok(())
+}

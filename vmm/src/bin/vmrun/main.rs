@@ -1,0 +1,103 @@
+//! `vmrun`: boot a microVM on KVM and run things in it.
+
+mod boot;
+mod console_tail;
+mod run;
+mod runtime_dir;
+mod tty;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use vmm::compat::CompatMode;
+use vmm::VmConfig;
+
+#[derive(Parser)]
+#[command(name = "vmrun", version, about = "microVM-isolated containers on KVM")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot a microVM and stream its console to stdout.
+    Boot(boot::BootArgs),
+    /// Boot a microVM, run a command in it through the agent, and exit with
+    /// the command's status.
+    Run(run::RunArgs),
+    /// Print the kernel command line `vmrun boot` would give the guest.
+    Cmdline(boot::BootArgs),
+}
+
+/// How the VM is built; shared by every subcommand.
+#[derive(Args, Clone)]
+pub struct VmArgs {
+    /// Guest kernel (ELF vmlinux with PVH entry, or bzImage).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Guest initramfs.
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = VmConfig::default().vcpus)]
+    cpus: u8,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = VmConfig::default().memory_mib)]
+    memory: u64,
+    /// Host compatibility profile: auto (detect), off, or pvm (software KVM).
+    #[arg(long, default_value = "auto")]
+    compat: CompatMode,
+    /// Extra kernel command-line words.
+    #[arg(long = "cmdline", value_name = "WORDS")]
+    cmdline: Vec<String>,
+}
+
+impl VmArgs {
+    /// The VM configuration, with the agent's vsock at `vsock`.
+    pub fn config(&self, vsock: PathBuf) -> VmConfig {
+        let defaults = VmConfig::default();
+        VmConfig {
+            kernel: self.kernel.clone().unwrap_or(defaults.kernel),
+            initrd: self.initrd.clone().or(defaults.initrd),
+            vcpus: self.cpus,
+            memory_mib: self.memory,
+            extra_cmdline: self
+                .cmdline
+                .iter()
+                .flat_map(|w| w.split_whitespace().map(str::to_string))
+                .collect(),
+            compat: self.compat,
+            timeout: None,
+            vsock_uds: Some(vsock),
+        }
+    }
+}
+
+/// The name of this process's VM, for its runtime directory.
+pub fn vm_name() -> String {
+    format!("vm-{}", std::process::id())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VMRUN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match Cli::parse().command {
+        Command::Boot(args) => boot::boot(args).map(|()| ExitCode::SUCCESS),
+        Command::Cmdline(args) => boot::print_cmdline(&args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => run::run(args).map(|code| ExitCode::from(code as u8)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("vmrun: {message}");
+            ExitCode::from(run::VMRUN_FAILURE as u8)
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! `vmrun run -- CMD`: boot a microVM, run CMD in it through the agent with
+//! the host's stdio, forward signals, exit with CMD's status.
+
+use std::future::Future;
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use tokio::io::AsyncWriteExt;
+use tokio::signal::unix::{signal, SignalKind};
+use vmm::console::ConsoleEvent;
+use vmm::{Vm, VmEvent};
+use vmrun_agent::client::{dial_hybrid_vsock, AgentClient, ClientError, ExecCommand, ExecId};
+
+use crate::console_tail::ConsoleTail;
+use crate::runtime_dir::RuntimeDir;
+use crate::{tty, VmArgs};
+
+/// Exit status when vmrun itself fails (as `docker run` does).
+pub const VMRUN_FAILURE: i32 = 125;
+/// The agent's vsock port.
+const AGENT_PORT: u32 = 1024;
+/// How long output may keep draining after the process exited.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(30);
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    vm: VmArgs,
+    /// Give the command a terminal (and put this one in raw mode).
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Environment variable for the command (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Working directory of the command in the guest.
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+    /// Copy the guest console to stderr.
+    #[arg(long)]
+    console: bool,
+    /// Seconds to wait for the guest agent to answer.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    boot_timeout: u64,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+/// Runs the command; returns the exit status vmrun should end with.
+pub fn run(args: RunArgs) -> Result<i32, String> {
+    for var in &args.env {
+        if !var.contains('=') || var.starts_with('=') {
+            return Err(format!("-e {var:?}: expected KEY=VALUE"));
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let result = runtime.block_on(run_in_vm(&args));
+    // A blocking read of the host's stdin may still be pending: do not wait for it.
+    runtime.shutdown_background();
+    result
+}
+
+async fn run_in_vm(args: &RunArgs) -> Result<i32, String> {
+    let dir = RuntimeDir::create(&crate::vm_name())?;
+    let config = args.vm.config(dir.vsock_socket());
+    let console = ConsoleTail::new(args.console);
+    let mut vm = Vm::start(&config, console.clone()).map_err(|e| e.to_string())?;
+    let result = supervise(&vm, &console, session(args, &dir)).await;
+    vm.stop();
+    result
+}
+
+/// Drives `work` while watching the VM: if the guest stops first, that is
+/// the error, with the end of the guest console.
+async fn supervise(
+    vm: &Vm,
+    console: &ConsoleTail,
+    work: impl Future<Output = Result<i32, String>>,
+) -> Result<i32, String> {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut panic = None;
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            _ = tick.tick() => {
+                while let Some(event) = vm.try_event() {
+                    match event {
+                        VmEvent::Console(ConsoleEvent::KernelPanic(line))
+                        | VmEvent::Console(ConsoleEvent::AgentFatal(line)) => {
+                            panic.get_or_insert(line);
+                        }
+                        VmEvent::Console(ConsoleEvent::AgentReady) => {}
+                        VmEvent::Exited(exit) => {
+                            let why = panic.take().unwrap_or_else(|| exit.to_string());
+                            return Err(format!(
+                                "guest stopped before the command finished: {why}\n\
+                                 --- end of guest console ---\n{}",
+                                console.contents()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn client_error(what: &str, err: ClientError) -> String {
+    format!("{what}: {err}")
+}
+
+/// Connects to the agent, runs the command with our stdio, returns its status.
+async fn session(args: &RunArgs, dir: &RuntimeDir) -> Result<i32, String> {
+    let deadline = Instant::now() + Duration::from_secs(args.boot_timeout);
+    let agent = dial_hybrid_vsock(dir.vsock_socket(), AGENT_PORT, deadline)
+        .await
+        .map_err(|e| client_error("the guest agent did not answer", e))?;
+
+    let mut command = ExecCommand::new(args.command.iter().cloned());
+    for var in &args.env {
+        command = command.env(var.clone());
+    }
+    if let Some(dir) = &args.workdir {
+        command = command.cwd(dir.clone());
+    }
+    let stdin = std::io::stdin();
+    let host_tty = args.tty && stdin.is_terminal();
+    if args.tty {
+        let (rows, cols) = tty::size(std::io::stdout()).unwrap_or((24, 80));
+        command = command.terminal(rows, cols);
+    }
+
+    let started = match agent.exec(command).await {
+        Ok(started) => started,
+        Err(err) => {
+            let status = match err.code() {
+                Some(tonic::Code::NotFound) => 127,
+                Some(tonic::Code::PermissionDenied) => 126,
+                _ => return Err(client_error("cannot start the command", err)),
+            };
+            eprintln!("vmrun: {}: {err}", args.command[0]);
+            return Ok(status);
+        }
+    };
+    let id = started.exec_id;
+    let raw = if host_tty {
+        Some(tty::RawMode::enable(stdin.as_fd()).map_err(|e| format!("cannot set raw mode: {e}"))?)
+    } else {
+        None
+    };
+
+    let stdout = spawn_output(agent.read_stdout(&id).await, tokio::io::stdout());
+    // With a terminal the guest merges stderr into the terminal.
+    let stderr = if args.tty {
+        None
+    } else {
+        Some(spawn_output(
+            agent.read_stderr(&id).await,
+            tokio::io::stderr(),
+        ))
+    };
+    let stdin_copy = {
+        let agent = agent.clone();
+        let id = id.clone();
+        tokio::spawn(async move { agent.copy_stdin(&id, tokio::io::stdin()).await })
+    };
+
+    let exit = wait_forwarding_signals(&agent, &id, args.tty).await;
+    for output in [Some(stdout), stderr].into_iter().flatten() {
+        match tokio::time::timeout(OUTPUT_DRAIN, output).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!("output stream: {e}"),
+            Ok(Err(e)) => tracing::warn!("output task: {e}"),
+            Err(_) => tracing::warn!("output still open {OUTPUT_DRAIN:?} after exit"),
+        }
+    }
+    stdin_copy.abort();
+    drop(raw);
+    Ok(exit?.shell_exit_code())
+}
+
+type OutputTask = tokio::task::JoinHandle<Result<u64, String>>;
+
+fn spawn_output<W>(
+    stream: Result<vmrun_agent::client::OutputStream, ClientError>,
+    mut sink: W,
+) -> OutputTask
+where
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let stream = stream.map_err(|e| client_error("cannot attach output", e))?;
+        let copied = stream
+            .copy_to(&mut sink)
+            .await
+            .map_err(|e| client_error("output", e))?;
+        sink.flush().await.map_err(|e| format!("flush: {e}"))?;
+        Ok(copied)
+    })
+}
+
+/// Waits for the process; SIGINT/SIGTERM (and SIGHUP) received meanwhile go
+/// to it, and with a terminal, size changes follow the host terminal.
+async fn wait_forwarding_signals(
+    agent: &AgentClient,
+    id: &ExecId,
+    tty_mode: bool,
+) -> Result<vmrun_agent::client::ProcessExit, String> {
+    let listen = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
+    let mut sigint = listen(SignalKind::interrupt())?;
+    let mut sigterm = listen(SignalKind::terminate())?;
+    let mut sighup = listen(SignalKind::hangup())?;
+    let mut winch = listen(SignalKind::window_change())?;
+    let wait = agent.wait(id);
+    tokio::pin!(wait);
+    loop {
+        let forward = tokio::select! {
+            exit = &mut wait => return exit.map_err(|e| client_error("waiting for the command", e)),
+            _ = sigint.recv() => libc::SIGINT,
+            _ = sigterm.recv() => libc::SIGTERM,
+            _ = sighup.recv() => libc::SIGHUP,
+            _ = winch.recv() => {
+                if tty_mode {
+                    if let Some((rows, cols)) = tty::size(std::io::stdout()) {
+                        if let Err(e) = agent.resize_pty(id, rows, cols).await {
+                            tracing::warn!("resize: {e}");
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        if let Err(e) = agent.signal(id, forward).await {
+            tracing::warn!("cannot forward signal {forward}: {e}");
+        }
+    }
+}
