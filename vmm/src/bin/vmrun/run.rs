@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Copy the guest console to stderr.
     #[arg(long)]
     console: bool,
+    /// Print when each phase ended (VM built, agent answered, command
+    /// exited, VM stopped) to stderr.
+    #[arg(long)]
+    timings: bool,
     /// Seconds to wait for the guest agent to answer.
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     boot_timeout: u64,
@@ -66,13 +70,44 @@ pub fn run(args: RunArgs) -> Result<i32, String> {
     result
 }
 
+/// When each phase of a run ended, from vmrun's start.
+#[derive(Default)]
+struct Timings {
+    vm_started: Option<Duration>,
+    agent_ready: Option<Duration>,
+    command_exited: Option<Duration>,
+    vm_stopped: Option<Duration>,
+}
+
+impl std::fmt::Display for Timings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64());
+        write!(
+            f,
+            "vmrun: timings (s): vm_started={:.3} agent_ready={:.3} command_exited={:.3} vm_stopped={:.3}",
+            s(self.vm_started),
+            s(self.agent_ready),
+            s(self.command_exited),
+            s(self.vm_stopped)
+        )
+    }
+}
+
 async fn run_in_vm(args: &RunArgs) -> Result<i32, String> {
+    let started = Instant::now();
+    let mut timings = Timings::default();
     let dir = RuntimeDir::create(&crate::vm_name())?;
     let config = args.vm.config(dir.vsock_socket());
     let console = ConsoleTail::new(args.console);
     let mut vm = Vm::start(&config, console.clone()).map_err(|e| e.to_string())?;
-    let result = supervise(&vm, &console, session(args, &dir)).await;
+    timings.vm_started = Some(started.elapsed());
+    let result = supervise(&vm, &console, session(args, &dir, started, &mut timings)).await;
+    timings.command_exited.get_or_insert(started.elapsed());
     vm.stop();
+    timings.vm_stopped = Some(started.elapsed());
+    if args.timings {
+        eprintln!("{timings}");
+    }
     result
 }
 
@@ -117,11 +152,17 @@ fn client_error(what: &str, err: ClientError) -> String {
 }
 
 /// Connects to the agent, runs the command with our stdio, returns its status.
-async fn session(args: &RunArgs, dir: &RuntimeDir) -> Result<i32, String> {
+async fn session(
+    args: &RunArgs,
+    dir: &RuntimeDir,
+    started: Instant,
+    timings: &mut Timings,
+) -> Result<i32, String> {
     let deadline = Instant::now() + Duration::from_secs(args.boot_timeout);
     let agent = dial_hybrid_vsock(dir.vsock_socket(), AGENT_PORT, deadline)
         .await
         .map_err(|e| client_error("the guest agent did not answer", e))?;
+    timings.agent_ready = Some(started.elapsed());
 
     let mut command = ExecCommand::new(args.command.iter().cloned());
     for var in &args.env {
@@ -173,6 +214,7 @@ async fn session(args: &RunArgs, dir: &RuntimeDir) -> Result<i32, String> {
     };
 
     let exit = wait_forwarding_signals(&agent, &id, args.tty).await;
+    timings.command_exited = Some(started.elapsed());
     for output in [Some(stdout), stderr].into_iter().flatten() {
         match tokio::time::timeout(OUTPUT_DRAIN, output).await {
             Ok(Ok(Ok(_))) => {}

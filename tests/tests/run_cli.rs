@@ -1,0 +1,77 @@
+//! `vmrun run -- CMD` as a user sees it: stdio, exit status, signals, tty.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vmrun_tests::{run, vmrun_bin, BOOT_DEADLINE};
+
+#[test]
+fn stdin_stdout_stderr_and_exit_status_pass_through() {
+    let mut child = Command::new(vmrun_bin())
+        .args(["run", "--", "sh", "-c", "echo hi; echo oops >&2; cat; exit 7"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"abc\n").unwrap();
+    let started = Instant::now();
+    let output = loop {
+        if child.try_wait().unwrap().is_some() {
+            break child.wait_with_output().unwrap();
+        }
+        assert!(started.elapsed() < BOOT_DEADLINE, "vmrun run did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(7), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(stdout, "hi\nabc\n", "stderr: {stderr}");
+    assert!(stderr.contains("oops"), "{stderr}");
+}
+
+#[test]
+fn sigterm_to_vmrun_reaches_the_command() {
+    let mut child = Command::new(vmrun_bin())
+        .args(["run", "--", "sh", "-c", "echo started; exec sleep 1000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a line").unwrap();
+    assert_eq!(first, "started");
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "sleep was not killed");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+}
+
+#[test]
+fn tty_mode_gives_the_command_a_terminal() {
+    let done = run(
+        Command::new(vmrun_bin()).args(["run", "-t", "--", "sh", "-c", "test -t 0 && echo is-a-tty"]),
+        BOOT_DEADLINE,
+    );
+    assert!(done.status.success(), "{done:?}");
+    assert!(done.stdout.contains("is-a-tty"), "{done:?}");
+}
+
+#[test]
+fn unknown_command_exits_127_like_a_shell() {
+    let done = run(
+        Command::new(vmrun_bin()).args(["run", "--", "/no/such/program"]),
+        BOOT_DEADLINE,
+    );
+    assert_eq!(done.status.code(), Some(127), "{done:?}");
+    assert!(done.stderr.contains("/no/such/program"), "{done:?}");
+}
