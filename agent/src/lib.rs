@@ -8,9 +8,17 @@
 //! Features: `server` (the agent itself, on by default) and `client` (what the
 //! shim and `vmrun run` link, with `default-features = false`).
 //!
-//! The guest binary is fully static (there is no musl target here):
+//! Containers ([`container`]) run with youki's libcontainer; the same binary
+//! is also their single-threaded fork helper (`--container-helper`).
+//! Storage the host shares (virtio-fs, block devices) is mounted by
+//! [`storage`].
+//!
+//! The guest binary is fully static (there is no musl target here), with
+//! libseccomp linked in statically (Debian's `libseccomp-dev`); a static
+//! agent linked against the shared libseccomp crashes:
 //!
 //! ```text
+//! LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
 //! RUSTFLAGS='-C target-feature=+crt-static' \
 //!     cargo build --release -p vmrun-agent --target x86_64-unknown-linux-gnu
 //! # -> target/x86_64-unknown-linux-gnu/release/vmrun-agent, the initramfs's /init
@@ -21,9 +29,15 @@ pub mod proto;
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "server")]
+pub mod container;
+#[cfg(feature = "server")]
 pub mod init;
 #[cfg(feature = "server")]
+pub mod mount_syscalls;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod storage;
 
 /// The vsock port the agent serves on inside the guest.
 pub const AGENT_VSOCK_PORT: u32 = 1024;

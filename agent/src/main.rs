@@ -2,9 +2,14 @@
 
 use std::process::ExitCode;
 
+use vmrun_agent::container;
 use vmrun_agent::init::{self, console, power};
 
 fn main() -> ExitCode {
+    // The same binary forks containers for the agent, single-threaded.
+    if std::env::args_os().nth(1).as_deref() == Some(container::HELPER_ARG.as_ref()) {
+        return container::run_helper();
+    }
     // reboot(2) would reset whatever machine this runs on: refuse to run
     // anywhere but as a guest's init.
     if std::process::id() != 1 {

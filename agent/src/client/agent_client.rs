@@ -12,9 +12,11 @@ use tonic::transport::Channel;
 use super::error::ClientError;
 use super::output_stream::OutputStream;
 use crate::proto::check_response::ServingStatus;
+use crate::proto::container_client::ContainerClient;
 use crate::proto::guest_client::GuestClient;
 use crate::proto::health_client::HealthClient;
 use crate::proto::process_client::ProcessClient;
+use crate::proto::storage_client::StorageClient;
 use crate::proto::{
     wait_process_response, CheckRequest, CloseStdinRequest, ExecProcessRequest,
     GuestDetailsRequest, GuestDetailsResponse, PtySize, ReadOutputRequest, ResizePtyRequest,
@@ -80,6 +82,8 @@ pub struct AgentClient {
     health: HealthClient<Channel>,
     process: ProcessClient<Channel>,
     guest: GuestClient<Channel>,
+    pub(super) container: ContainerClient<Channel>,
+    pub(super) storage: StorageClient<Channel>,
 }
 
 impl AgentClient {
@@ -89,7 +93,9 @@ impl AgentClient {
         Self {
             health: HealthClient::new(channel.clone()),
             process: ProcessClient::new(channel.clone()),
-            guest: GuestClient::new(channel),
+            guest: GuestClient::new(channel.clone()),
+            container: ContainerClient::new(channel.clone()),
+            storage: StorageClient::new(channel),
         }
     }
 

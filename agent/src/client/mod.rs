@@ -15,14 +15,42 @@
 //! assert_eq!((output.as_slice(), exit.shell_exit_code()), (&b"hi\n"[..], 0));
 //! # Ok(()) }
 //! ```
+//!
+//! A container: the host shares its rootfs over virtio-fs (here as tag
+//! `rootfs-web`), the agent mounts it and runs the OCI spec on it.
+//!
+//! ```no_run
+//! # async fn demo(agent: vmrun_agent::client::AgentClient, config_json: Vec<u8>)
+//! # -> Result<(), vmrun_agent::client::ClientError> {
+//! use vmrun_agent::client::{ContainerCreate, StorageMount};
+//!
+//! let rootfs = "/run/vmrun/rootfs/web";
+//! agent.mount_storage(StorageMount::virtiofs("rootfs-web", rootfs).read_only()).await?;
+//! // `root.path` "rootfs" (as `runc spec` writes it) means `rootfs`.
+//! let init = agent
+//!     .create_container(ContainerCreate::new("web", config_json, rootfs).writable_overlay())
+//!     .await?;
+//! let stdout = agent.read_stdout(&init.exec_id).await?;
+//! agent.close_stdin(&init.exec_id).await?;
+//! agent.start_container("web").await?;
+//! let output = stdout.read_to_end().await?;
+//! let exit = agent.wait(&init.exec_id).await?;
+//! agent.remove_container("web", false).await?;
+//! agent.unmount_storage(rootfs).await?;
+//! # let _ = (output, exit); Ok(()) }
+//! ```
 
 mod agent_client;
+mod container_api;
+mod container_requests;
 mod error;
 mod exec_command;
 mod hybrid_vsock;
 mod output_stream;
 
 pub use agent_client::{AgentClient, ExecId, ProcessExit, StartedProcess};
+pub use container_api::ContainerState;
+pub use container_requests::{ContainerCreate, StorageMount};
 pub use error::ClientError;
 pub use exec_command::ExecCommand;
 pub use hybrid_vsock::{connect_hybrid_vsock, dial_hybrid_vsock, HandshakeError};

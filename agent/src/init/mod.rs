@@ -9,7 +9,7 @@ use std::io;
 
 use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
 
-use crate::server::{self, ServeError, ServeOutcome};
+use crate::server::{self, ServeError, ServeOutcome, ServerConfig};
 use crate::AGENT_VSOCK_PORT;
 use cmdline::AgentOptions;
 use mounts::{mount_all, MountError, SyscallMounter, GUEST_MOUNTS};
@@ -71,7 +71,7 @@ async fn serve_until_done(options: AgentOptions) -> Result<(), InitError> {
     if options.exit_when_ready {
         return Ok(());
     }
-    match server::serve(listener.incoming()).await? {
+    match server::serve_with(listener.incoming(), ServerConfig::guest()).await? {
         ServeOutcome::ShutdownRequested => tracing::info!("powering off on request"),
         ServeOutcome::ListenerClosed => tracing::warn!("vsock listener closed, powering off"),
     }

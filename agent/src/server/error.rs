@@ -4,7 +4,11 @@
 use std::io;
 use std::path::PathBuf;
 
+use nix::errno::Errno;
 use tonic::{Code, Status};
+
+use crate::container::ContainerError;
+use crate::storage::StorageError;
 
 /// An error answering an agent API request.
 ///
@@ -55,6 +59,14 @@ pub enum AgentError {
     /// The agent itself is in a state it should never be in.
     #[error("{op}: {reason}")]
     Internal { op: &'static str, reason: String },
+
+    /// A `Container` request failed.
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+
+    /// A `Storage` request failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 impl AgentError {
@@ -83,7 +95,48 @@ impl AgentError {
             },
             Self::Cwd { .. } => Code::FailedPrecondition,
             Self::ProcessIo { .. } | Self::Internal { .. } => Code::Internal,
+            Self::Container(error) => container_code(error),
+            Self::Storage(error) => storage_code(error),
         }
+    }
+}
+
+fn container_code(error: &ContainerError) -> Code {
+    match error {
+        ContainerError::InvalidArgument { .. } => Code::InvalidArgument,
+        ContainerError::NotFound { .. } => Code::NotFound,
+        ContainerError::AlreadyExists { .. } | ContainerError::CgroupInUse { .. } => {
+            Code::AlreadyExists
+        }
+        // What the container asks for cannot be done here (its program is
+        // missing, a mount fails...): like a failed exec, not an agent bug.
+        ContainerError::WrongState { .. } | ContainerError::Runtime { .. } => {
+            Code::FailedPrecondition
+        }
+        ContainerError::Io { .. } | ContainerError::Helper { .. } => Code::Internal,
+        ContainerError::HelperTimeout { .. } => Code::DeadlineExceeded,
+    }
+}
+
+fn storage_code(error: &StorageError) -> Code {
+    match error {
+        StorageError::InvalidArgument { .. } => Code::InvalidArgument,
+        StorageError::NoSource { .. } | StorageError::NotMounted { .. } => Code::NotFound,
+        StorageError::AlreadyMounted { .. } => Code::AlreadyExists,
+        StorageError::Mount { errno, .. } => match errno {
+            // Unknown virtio-fs tag or bad options.
+            Errno::EINVAL => Code::InvalidArgument,
+            Errno::ENOENT | Errno::ENXIO => Code::NotFound,
+            Errno::EACCES | Errno::EPERM | Errno::EROFS => Code::PermissionDenied,
+            // The guest kernel lacks the file system, the device is in use.
+            Errno::ENODEV | Errno::EBUSY | Errno::ENOTBLK => Code::FailedPrecondition,
+            _ => Code::Internal,
+        },
+        StorageError::Unmount { errno, .. } => match errno {
+            Errno::EBUSY => Code::FailedPrecondition,
+            _ => Code::Internal,
+        },
+        StorageError::MakeMountPoint { .. } => Code::FailedPrecondition,
     }
 }
 
@@ -115,6 +168,108 @@ mod tests {
         });
         assert_eq!(status.code(), Code::NotFound);
         assert_eq!(status.message(), r#"no process with exec id "x""#);
+    }
+
+    #[test]
+    fn container_errors_map_to_what_a_client_can_act_on() {
+        let code = |error: ContainerError| AgentError::from(error).code();
+        assert_eq!(
+            code(ContainerError::invalid(
+                "create container",
+                "process.args is empty"
+            )),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            code(ContainerError::NotFound { id: "x".into() }),
+            Code::NotFound
+        );
+        assert_eq!(
+            code(ContainerError::AlreadyExists { id: "x".into() }),
+            Code::AlreadyExists
+        );
+        assert_eq!(
+            code(ContainerError::CgroupInUse {
+                id: "x".into(),
+                cgroup: "/c".into(),
+                other: "y".into()
+            }),
+            Code::AlreadyExists
+        );
+        assert_eq!(
+            code(ContainerError::WrongState {
+                op: "start",
+                id: "x".into(),
+                status: crate::container::ContainerStatus::Stopped,
+                hint: ""
+            }),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(ContainerError::Runtime {
+                op: "create container",
+                id: "x".into(),
+                message: "exec failed".into()
+            }),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(ContainerError::Helper {
+                op: "create container",
+                id: "x".into(),
+                reason: "gone".into()
+            }),
+            Code::Internal
+        );
+        assert_eq!(
+            code(ContainerError::HelperTimeout {
+                op: "create container",
+                id: "x".into(),
+                seconds: 1
+            }),
+            Code::DeadlineExceeded
+        );
+        let status = Status::from(AgentError::from(ContainerError::NotFound {
+            id: "web".into(),
+        }));
+        assert_eq!(status.message(), r#"no container with id "web""#);
+    }
+
+    #[test]
+    fn storage_errors_map_by_cause() {
+        let code = |error: StorageError| AgentError::from(error).code();
+        let mount = |errno| StorageError::Mount {
+            fstype: "virtiofs".into(),
+            source_name: "tag".into(),
+            mount_point: PathBuf::from("/m"),
+            errno,
+        };
+        assert_eq!(
+            code(StorageError::invalid("mount storage", "x")),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            code(StorageError::NoSource {
+                source_path: PathBuf::from("/dev/vdz")
+            }),
+            Code::NotFound
+        );
+        assert_eq!(
+            code(StorageError::AlreadyMounted {
+                mount_point: PathBuf::from("/m")
+            }),
+            Code::AlreadyExists
+        );
+        assert_eq!(code(mount(Errno::EINVAL)), Code::InvalidArgument);
+        assert_eq!(code(mount(Errno::ENODEV)), Code::FailedPrecondition);
+        assert_eq!(code(mount(Errno::EIO)), Code::Internal);
+        assert_eq!(
+            code(StorageError::Unmount {
+                mount_point: PathBuf::from("/m"),
+                errno: Errno::EBUSY
+            }),
+            Code::FailedPrecondition
+        );
     }
 
     #[test]

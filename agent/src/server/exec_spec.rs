@@ -71,6 +71,24 @@ impl TerminalSize {
     }
 }
 
+/// The terminal a request asks for: `None` without one, the default size
+/// when none is given.
+pub fn terminal_from_proto(
+    op: &'static str,
+    terminal: bool,
+    pty_size: Option<PtySize>,
+) -> Result<Option<TerminalSize>, AgentError> {
+    match (terminal, pty_size) {
+        (true, Some(size)) => Ok(Some(TerminalSize::from_proto(op, &size)?)),
+        (true, None) => Ok(Some(DEFAULT_TERMINAL_SIZE)),
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(AgentError::invalid(
+            op,
+            "pty_size is set but terminal is false",
+        )),
+    }
+}
+
 impl TryFrom<ExecProcessRequest> for ExecSpec {
     type Error = AgentError;
 
@@ -90,17 +108,7 @@ impl TryFrom<ExecProcessRequest> for ExecSpec {
         let env = parse_env(request.env)?;
         let cwd = parse_cwd(request.cwd)?;
         let user = request.user.map(parse_user).transpose()?;
-        let terminal = match (request.terminal, request.pty_size) {
-            (true, Some(size)) => Some(TerminalSize::from_proto(OP, &size)?),
-            (true, None) => Some(DEFAULT_TERMINAL_SIZE),
-            (false, None) => None,
-            (false, Some(_)) => {
-                return Err(AgentError::invalid(
-                    OP,
-                    "pty_size is set but terminal is false",
-                ))
-            }
-        };
+        let terminal = terminal_from_proto(OP, request.terminal, request.pty_size)?;
 
         Ok(Self {
             program,

@@ -1,6 +1,7 @@
 //! The agent API server: the `Health`, `Process` and `Guest` services over
 //! any stream of connections (vsock in the guest, a Unix socket in tests).
 
+mod container_service;
 mod error;
 mod exec_spec;
 mod fd_io;
@@ -12,8 +13,9 @@ mod process;
 mod process_service;
 mod process_table;
 mod pty;
-mod reaper;
+pub(crate) mod reaper;
 mod spawn;
+mod storage_service;
 
 use std::io;
 use std::sync::Arc;
@@ -26,18 +28,30 @@ use tonic::transport::server::Connected;
 use tonic::transport::Server;
 
 pub use error::AgentError;
-pub use exec_spec::DEFAULT_PATH;
+pub use exec_spec::{TerminalSize, DEFAULT_PATH};
 pub use output::{OUTPUT_BUFFER_BYTES, OUTPUT_CHUNK_BYTES};
 pub use process::OUTPUT_LINGER_AFTER_EXIT;
 pub use process_table::FORGET_AFTER_WAIT;
+pub use reaper::ProcessExit;
 
+pub(crate) use process::ManagedProcess;
+pub(crate) use process_table::ProcessTable;
+pub(crate) use pty::set_window_size;
+pub(crate) use spawn::{SpawnedProcess, SpawnedStdio};
+
+use crate::container::{ContainerConfig, ContainerManager, LibcontainerEngine, StateLayout};
+use crate::mount_syscalls::{MountSyscalls, RealMounts};
+use crate::proto::container_server::ContainerServer;
 use crate::proto::guest_server::GuestServer;
 use crate::proto::health_server::HealthServer;
 use crate::proto::process_server::ProcessServer;
+use crate::proto::storage_server::StorageServer;
+use crate::storage::StorageManager;
+use container_service::ContainerService;
 use guest_service::GuestService;
 use health_service::HealthService;
 use process_service::ProcessService;
-use process_table::ProcessTable;
+use storage_service::StorageService;
 
 /// How long in-flight answers (above all `Shutdown`'s own) get to reach the
 /// host once shutdown was requested, before [`serve`] returns regardless of
@@ -61,18 +75,72 @@ pub enum ServeError {
     Transport(#[source] tonic::transport::Error),
 }
 
-/// Serves the agent API on every connection `incoming` yields, until a
-/// client asks for shutdown or `incoming` ends.
-///
-/// Also reaps all child processes of this process from now on (the agent is
-/// PID 1, so that includes every orphan in the guest).
+/// How the server runs containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub containers: ContainerConfig,
+    /// Start the container helper at once instead of at the first
+    /// container, so that container does not wait for it.
+    pub prestart_container_helper: bool,
+}
+
+impl ServerConfig {
+    /// The guest's: the agent binary is its own container helper.
+    pub fn guest() -> Self {
+        Self {
+            containers: ContainerConfig::guest(),
+            prestart_container_helper: false,
+        }
+    }
+}
+
+/// Serves the agent API with the guest's configuration ([`serve_with`]).
 pub async fn serve<I, IO, IE>(incoming: I) -> Result<ServeOutcome, ServeError>
 where
     I: Stream<Item = Result<IO, IE>>,
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve_with(incoming, ServerConfig::guest()).await
+}
+
+/// Serves the agent API on every connection `incoming` yields, until a
+/// client asks for shutdown or `incoming` ends.
+///
+/// Also reaps all child processes of this process from now on (the agent is
+/// PID 1, so that includes every orphan in the guest).
+pub async fn serve_with<I, IO, IE>(
+    incoming: I,
+    config: ServerConfig,
+) -> Result<ServeOutcome, ServeError>
+where
+    I: Stream<Item = Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     reaper::start().map_err(ServeError::Reaper)?;
+
+    let processes = Arc::new(ProcessTable::default());
+    let mounts: Arc<dyn MountSyscalls> = Arc::new(RealMounts);
+    let engine = Arc::new(LibcontainerEngine::new(
+        StateLayout::new(&config.containers.state_root),
+        config.containers.helper_program.clone(),
+        config.containers.helper_timeout,
+    ));
+    if config.prestart_container_helper {
+        let engine = Arc::clone(&engine);
+        // Detached: errors are logged, the first create retries.
+        drop(tokio::task::spawn_blocking(move || {
+            engine.prestart_helper()
+        }));
+    }
+    let containers = Arc::new(ContainerManager::new(
+        config.containers,
+        engine,
+        Arc::clone(&mounts),
+        Arc::clone(&processes),
+    ));
+    let storage = Arc::new(StorageManager::new(mounts));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown_tx = Arc::new(shutdown_tx);
@@ -81,9 +149,9 @@ where
 
     let serving = Server::builder()
         .add_service(HealthServer::new(HealthService))
-        .add_service(ProcessServer::new(ProcessService::new(Arc::new(
-            ProcessTable::default(),
-        ))))
+        .add_service(ProcessServer::new(ProcessService::new(processes)))
+        .add_service(ContainerServer::new(ContainerService::new(containers)))
+        .add_service(StorageServer::new(StorageService::new(storage)))
         .add_service(GuestServer::new(GuestService::new(shutdown_tx)))
         .serve_with_incoming_shutdown(incoming, async move {
             // An error means the flag can no longer change: keep serving.

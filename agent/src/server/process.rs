@@ -2,7 +2,7 @@
 //! its exit, from spawn until the table forgets it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -65,6 +65,8 @@ pub struct ManagedProcess {
     stderr: Arc<OutputBuffer>,
     /// `Some` once the process exited and its output was captured.
     exit: watch::Receiver<Option<ProcessExit>>,
+    /// Set as soon as the process was reaped, before its output is done.
+    reaped: Arc<OnceLock<ProcessExit>>,
     exit_delivered: AtomicBool,
 }
 
@@ -117,7 +119,14 @@ impl ManagedProcess {
         };
 
         let (exit_tx, exit_rx) = watch::channel(None);
-        tokio::spawn(report_exit(spawned.exit, pumps, stop_waiting_tx, exit_tx));
+        let reaped = Arc::new(OnceLock::new());
+        tokio::spawn(report_exit(
+            spawned.exit,
+            Arc::clone(&reaped),
+            pumps,
+            stop_waiting_tx,
+            exit_tx,
+        ));
 
         Ok(Arc::new(Self {
             exec_id,
@@ -128,6 +137,7 @@ impl ManagedProcess {
             stdout,
             stderr,
             exit: exit_rx,
+            reaped,
             exit_delivered: AtomicBool::new(false),
         }))
     }
@@ -138,6 +148,12 @@ impl ManagedProcess {
 
     pub fn pid(&self) -> Pid {
         self.pid
+    }
+
+    /// How the process ended, once it was reaped (its pid may then belong to
+    /// another process); `None` while it runs.
+    pub fn exit_if_reaped(&self) -> Option<ProcessExit> {
+        self.reaped.get().copied()
     }
 
     /// Waits until the process exited and its output was captured.
@@ -259,6 +275,7 @@ impl Drop for ManagedProcess {
 /// Publishes the exit once the process was reaped and its output captured.
 async fn report_exit(
     reaped: oneshot::Receiver<ProcessExit>,
+    reaped_status: Arc<OnceLock<ProcessExit>>,
     pumps: Vec<JoinHandle<()>>,
     stop_waiting: watch::Sender<bool>,
     exit: watch::Sender<Option<ProcessExit>>,
@@ -268,6 +285,8 @@ async fn report_exit(
         tracing::error!("process exit was never delivered");
         return;
     };
+    // Only this task sets it, once.
+    let _first = reaped_status.set(status);
     let mut captured = Box::pin(async {
         for pump in pumps {
             if let Err(error) = pump.await {

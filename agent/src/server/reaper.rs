@@ -50,6 +50,32 @@ pub fn spawn_registered(
     Ok((child, exit_rx))
 }
 
+/// Registers `pid` for its exit status: a process that is not a child of
+/// this process yet but becomes one when its parent exits (a container
+/// process whose parent, a helper, exits once the pid was registered; this
+/// process is PID 1 or a subreaper). Its pid cannot be reused before it is
+/// reaped, and only this process will reap it.
+///
+/// Blocks while a reap is in progress: call it from a blocking thread.
+pub fn register_adopted(pid: Pid) -> oneshot::Receiver<ProcessExit> {
+    let (exit_tx, exit_rx) = oneshot::channel();
+    LIVE_CHILDREN.blocking_lock().insert(pid, exit_tx);
+    exit_rx
+}
+
+/// Makes this process the reaper of its descendants' orphans (PID 1 is
+/// anyway), so that processes registered with [`register_adopted`] come to
+/// it even when it is not PID 1 (as in tests).
+pub fn become_subreaper() -> io::Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag; no memory is
+    // passed.
+    let result = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if result == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The pid of a started child as nix spells it.
 pub fn pid_of(child: &Child) -> Pid {
     // Linux pids are at most 2^22, so they always fit an i32.

@@ -13,7 +13,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
 use vmrun_agent::client::{dial_hybrid_vsock, AgentClient};
-use vmrun_agent::server::{serve, ServeError, ServeOutcome};
+use vmrun_agent::server::{serve, serve_with, ServeError, ServeOutcome, ServerConfig};
 use vmrun_agent::AGENT_VSOCK_PORT;
 
 /// A directory of its own for each test, removed at the end.
@@ -148,10 +148,19 @@ pub struct TestAgent {
 
 impl TestAgent {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// With `config`, or the guest's when `None`.
+    pub async fn start_with(config: Option<ServerConfig>) -> Self {
         let dir = TempDir::new();
         let agent_path = dir.path().join("agent.sock");
         let listener = UnixListener::bind(&agent_path).unwrap();
-        let server = tokio::spawn(serve(UnixListenerStream::new(listener)));
+        let incoming = UnixListenerStream::new(listener);
+        let server = match config {
+            Some(config) => tokio::spawn(serve_with(incoming, config)),
+            None => tokio::spawn(serve(incoming)),
+        };
         let vmm = FakeVmm::start(
             dir.path().join("vsock.sock"),
             FakeVmmBehaviour::ProxyTo(agent_path),

@@ -1,0 +1,170 @@
+//! The storage the agent mounted, by mount point.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use nix::errno::Errno;
+
+use super::error::StorageError;
+use super::request::{checked_mount_point, MountSpec};
+use crate::mount_syscalls::{MountCall, MountSyscalls};
+
+/// Mounts and unmounts what the host hands over. Blocking methods: call
+/// them from a blocking thread.
+#[derive(Debug)]
+pub struct StorageManager {
+    mounts: Arc<dyn MountSyscalls>,
+    mounted: Mutex<HashMap<PathBuf, MountSpec>>,
+}
+
+impl StorageManager {
+    pub fn new(mounts: Arc<dyn MountSyscalls>) -> Self {
+        Self {
+            mounts,
+            mounted: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn mount(&self, spec: MountSpec) -> Result<(), StorageError> {
+        let mut mounted = self.lock();
+        if mounted.contains_key(&spec.mount_point) {
+            return Err(StorageError::AlreadyMounted {
+                mount_point: spec.mount_point,
+            });
+        }
+        if spec.source_is_device && !Path::new(&spec.source).exists() {
+            return Err(StorageError::NoSource {
+                source_path: PathBuf::from(spec.source),
+            });
+        }
+        std::fs::create_dir_all(&spec.mount_point).map_err(|source| {
+            StorageError::MakeMountPoint {
+                mount_point: spec.mount_point.clone(),
+                source,
+            }
+        })?;
+        let call = MountCall {
+            source: &spec.source,
+            target: &spec.mount_point,
+            fstype: &spec.fstype,
+            flags: spec.flags,
+            data: spec.data.as_deref(),
+        };
+        self.mounts
+            .mount(&call)
+            .map_err(|errno| StorageError::Mount {
+                fstype: spec.fstype.clone(),
+                source_name: spec.source.clone(),
+                mount_point: spec.mount_point.clone(),
+                errno,
+            })?;
+        tracing::info!(mount = %call, "storage mounted");
+        mounted.insert(spec.mount_point.clone(), spec);
+        Ok(())
+    }
+
+    pub fn unmount(&self, mount_point: &str) -> Result<(), StorageError> {
+        let mount_point = checked_mount_point("unmount storage", mount_point)?;
+        let mut mounted = self.lock();
+        if !mounted.contains_key(&mount_point) {
+            return Err(StorageError::NotMounted { mount_point });
+        }
+        match self.mounts.unmount(&mount_point) {
+            // Gone already (unmounted behind our back): forget it too.
+            Ok(()) | Err(Errno::EINVAL) => {}
+            Err(errno) => return Err(StorageError::Unmount { mount_point, errno }),
+        }
+        mounted.remove(&mount_point);
+        tracing::info!(mount_point = %mount_point.display(), "storage unmounted");
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<PathBuf, MountSpec>> {
+        // Whole inserts and removes only.
+        self.mounted.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mount_syscalls::fake::FakeMounts;
+    use crate::proto::MountStorageRequest;
+
+    fn spec(source: &str, fstype: &str, mount_point: &Path) -> MountSpec {
+        MountSpec::try_from(MountStorageRequest {
+            source: source.into(),
+            fstype: fstype.into(),
+            mount_point: mount_point.display().to_string(),
+            options: vec![],
+            read_only: true,
+        })
+        .unwrap()
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("vmrun-storage-{}-{name}", std::process::id()))
+    }
+
+    #[test]
+    fn mount_creates_the_mount_point_and_refuses_a_second_time() {
+        let fake = Arc::new(FakeMounts::default());
+        let storage = StorageManager::new(fake.clone());
+        let target = temp_dir("twice").join("rootfs");
+        storage
+            .mount(spec("rootfs-web", "virtiofs", &target))
+            .unwrap();
+        assert!(target.is_dir());
+        assert_eq!(fake.mounted(), std::slice::from_ref(&target));
+        let error = storage
+            .mount(spec("other", "virtiofs", &target))
+            .unwrap_err();
+        assert!(
+            matches!(error, StorageError::AlreadyMounted { .. }),
+            "{error}"
+        );
+
+        storage.unmount(target.to_str().unwrap()).unwrap();
+        assert!(fake.mounted().is_empty());
+        let error = storage.unmount(target.to_str().unwrap()).unwrap_err();
+        assert!(matches!(error, StorageError::NotMounted { .. }), "{error}");
+        std::fs::remove_dir_all(temp_dir("twice")).unwrap();
+    }
+
+    #[test]
+    fn a_missing_device_is_reported_before_mounting() {
+        let fake = Arc::new(FakeMounts::default());
+        let storage = StorageManager::new(fake.clone());
+        let error = storage
+            .mount(spec("/dev/does-not-exist", "ext4", &temp_dir("nodev")))
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "mount storage: source /dev/does-not-exist does not exist"
+        );
+        assert!(fake.calls().is_empty());
+    }
+
+    #[test]
+    fn a_busy_unmount_keeps_the_record() {
+        let fake = Arc::new(FakeMounts::default());
+        let storage = StorageManager::new(fake.clone());
+        let target = temp_dir("busy");
+        storage.mount(spec("tag", "virtiofs", &target)).unwrap();
+        fake.fail_unmount(&target, Errno::EBUSY);
+        let error = storage.unmount(target.to_str().unwrap()).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StorageError::Unmount {
+                    errno: Errno::EBUSY,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(fake.mounted(), std::slice::from_ref(&target));
+        std::fs::remove_dir_all(target).unwrap();
+    }
+}
