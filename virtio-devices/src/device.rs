@@ -80,3 +80,13 @@ pub trait VirtioDevice: Send {
     /// a no-op for a device that is not active.
     fn reset(&mut self);
 }
+
+/// Copies the part of a read-only configuration space `config` that a
+/// `read_config(offset, data)` call covers into `data`; bytes beyond the
+/// configuration space are left untouched.
+pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    if let Some(src) = usize::try_from(offset).ok().and_then(|o| config.get(o..)) {
+        let n = src.len().min(data.len());
+        data[..n].copy_from_slice(&src[..n]);
+    }
+}

@@ -1,10 +1,13 @@
 //! vmrun's virtio devices: the virtio-mmio transport (virtio 1.x, register
 //! layout version 2), a virtio-vsock device with a Firecracker-compatible
-//! *hybrid vsock* host side, and a virtio-rng device.
+//! *hybrid vsock* host side, a virtio-rng device, a virtio-fs device serving
+//! a host directory in-process (FUSE passthrough) and a virtio-blk device
+//! over a raw image file.
 //!
 //! # Wiring (done by the VMM)
 //!
-//! 1. Build a device ([`VsockDevice::new`], [`RngDevice::new`]).
+//! 1. Build a device ([`VsockDevice::new`], [`RngDevice::new`],
+//!    [`FsDevice::new`], [`BlockDevice::new`]).
 //! 2. Create an [`EventFd`](vmm_sys_util::eventfd::EventFd), register it with
 //!    KVM as an irqfd for the device's GSI, and wrap it in an [`IrqTrigger`].
 //! 3. Wrap the device in an [`MmioTransport`] together with the guest memory
@@ -27,9 +30,12 @@
 //! The process must ignore `SIGPIPE` (the Rust runtime's default for binaries):
 //! host sockets of the vsock device are written with plain `write(2)`.
 
+pub mod block;
 mod device;
+pub mod fs;
 mod interrupt;
 pub mod mmio;
+mod queue_loop;
 pub mod rng;
 pub mod vsock;
 mod worker;
@@ -37,7 +43,9 @@ mod worker;
 #[cfg(test)]
 mod test_utils;
 
+pub use block::{BlockDevice, BlockError};
 pub use device::{ActivateError, VirtioDevice};
+pub use fs::{FsCachePolicy, FsConfig, FsDevice, FsError};
 pub use interrupt::IrqTrigger;
 pub use mmio::{MmioError, MmioTransport, MMIO_WINDOW_SIZE};
 pub use rng::{RngDevice, RngError};

@@ -1,0 +1,196 @@
+//! The virtio-blk [`VirtioDevice`]: identity, features, configuration space
+//! and the worker thread serving the request queue.
+
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tracing::{debug, info};
+use virtio_bindings::virtio_blk::{
+    VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_SIZE_MAX,
+};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
+use virtio_queue::Queue;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::request::{process_chain, Disk, ID_LEN};
+use super::{BlockError, MAX_SEGMENTS, MAX_SEGMENT_SIZE, QUEUE_SIZE, SECTOR_SIZE};
+use crate::device::read_config_bytes;
+use crate::queue_loop::{run_event_loop, serve_queue};
+use crate::worker::Worker;
+use crate::{ActivateError, GuestMemoryMmap, IrqTrigger, VirtioDevice};
+
+const QUEUE_SIZES: [u16; 1] = [QUEUE_SIZE];
+/// `capacity` (le64), `size_max` (le32), `seg_max` (le32): the prefix of
+/// `struct virtio_blk_config` the offered features make valid.
+const CONFIG_LEN: usize = 16;
+
+/// A virtio-blk device backed by a raw image file.
+pub struct BlockDevice {
+    disk: Arc<Disk>,
+    config: [u8; CONFIG_LEN],
+    worker: Option<Worker<()>>,
+}
+
+impl BlockDevice {
+    /// Opens the raw image at `path` (read-write unless `read_only`). The
+    /// capacity is the image size rounded down to whole 512-byte sectors.
+    pub fn new(path: PathBuf, read_only: bool) -> Result<Self, BlockError> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(&path)
+            .map_err(|source| BlockError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let inspect = |source| BlockError::Inspect {
+            path: path.clone(),
+            source,
+        };
+        // Seeking to the end also sizes block devices, whose metadata length
+        // is 0.
+        let size = file.seek(SeekFrom::End(0)).map_err(inspect)?;
+        let meta = file.metadata().map_err(inspect)?;
+        let capacity_sectors = size / SECTOR_SIZE;
+        if !size.is_multiple_of(SECTOR_SIZE) {
+            info!(
+                "virtio-blk: {}: the last {} bytes are not a whole sector and stay invisible",
+                path.display(),
+                size % SECTOR_SIZE
+            );
+        }
+        let disk = Disk {
+            file,
+            capacity_sectors,
+            read_only,
+            id: device_id(&meta),
+        };
+        let mut config = [0u8; CONFIG_LEN];
+        config[0..8].copy_from_slice(&capacity_sectors.to_le_bytes());
+        config[8..12].copy_from_slice(&MAX_SEGMENT_SIZE.to_le_bytes());
+        config[12..16].copy_from_slice(&MAX_SEGMENTS.to_le_bytes());
+        debug!(
+            "virtio-blk: {} opened, {capacity_sectors} sectors{}",
+            path.display(),
+            if read_only { ", read-only" } else { "" }
+        );
+        Ok(BlockDevice {
+            disk: Arc::new(disk),
+            config,
+            worker: None,
+        })
+    }
+
+    /// The capacity in 512-byte sectors.
+    pub fn capacity_sectors(&self) -> u64 {
+        self.disk.capacity_sectors
+    }
+
+    /// Whether the device is read-only (offers `VIRTIO_BLK_F_RO`).
+    pub fn is_read_only(&self) -> bool {
+        self.disk.read_only
+    }
+
+    /// The 20-byte serial reported for `VIRTIO_BLK_T_GET_ID` (NUL-padded).
+    pub fn device_id(&self) -> &[u8; ID_LEN] {
+        &self.disk.id
+    }
+}
+
+/// A serial that identifies the image file on this host: its device and inode
+/// numbers in hex, NUL-padded (or cut) to 20 bytes.
+fn device_id(meta: &std::fs::Metadata) -> [u8; ID_LEN] {
+    let text = format!("{:x}-{:x}", meta.dev(), meta.ino());
+    let mut id = [0u8; ID_LEN];
+    let n = text.len().min(ID_LEN);
+    id[..n].copy_from_slice(&text.as_bytes()[..n]);
+    id
+}
+
+impl VirtioDevice for BlockDevice {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &QUEUE_SIZES
+    }
+
+    fn avail_features(&self) -> u64 {
+        let mut features = (1u64 << VIRTIO_F_VERSION_1)
+            | (1 << VIRTIO_BLK_F_FLUSH)
+            | (1 << VIRTIO_BLK_F_SEG_MAX)
+            | (1 << VIRTIO_BLK_F_SIZE_MAX);
+        if self.disk.read_only {
+            features |= 1 << VIRTIO_BLK_F_RO;
+        }
+        features
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        // Only the writeback toggle (VIRTIO_BLK_F_CONFIG_WCE) is writable, and
+        // it is not offered.
+        debug!(
+            "virtio-blk: ignoring config write at {offset:#x} ({} bytes)",
+            data.len()
+        );
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<IrqTrigger>,
+        mut queues: Vec<Queue>,
+        mut queue_events: Vec<EventFd>,
+    ) -> Result<(), ActivateError> {
+        if self.worker.is_some() {
+            return Err(ActivateError::AlreadyActive);
+        }
+        let count_err = ActivateError::QueueCount {
+            expected: 1,
+            queues: queues.len(),
+            events: queue_events.len(),
+        };
+        if queues.len() != 1 || queue_events.len() != 1 {
+            return Err(count_err);
+        }
+        let (Some(mut queue), Some(queue_evt)) = (queues.pop(), queue_events.pop()) else {
+            return Err(count_err);
+        };
+        let disk = self.disk.clone();
+        let worker = Worker::spawn("virtio-blk", move |kill| {
+            run_event_loop(
+                "virtio-blk",
+                &kill,
+                std::slice::from_ref(&queue_evt),
+                |_| {
+                    serve_queue(
+                        "virtio-blk",
+                        &mem,
+                        &mut queue,
+                        &queue_evt,
+                        &interrupt,
+                        |chain| process_chain(&disk, &mem, chain),
+                    );
+                },
+            );
+        })
+        .map_err(ActivateError::Worker)?;
+        self.worker = Some(worker);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.stop();
+        }
+    }
+}

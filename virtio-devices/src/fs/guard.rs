@@ -1,0 +1,427 @@
+//! [`GuardedFs`]: the policy layer between the FUSE server and the
+//! passthrough file system.
+//!
+//! It sees requests after the server decoded them into plain values (so the
+//! guest cannot change a request between check and use) and before they
+//! touch the host. It enforces the read-only flag, validates entry names
+//! independently of the passthrough's own checks, refuses device nodes and
+//! `O_TMPFILE`, and caps guest-chosen buffer sizes that the passthrough would
+//! allocate up front. Only the operations the passthrough implements are
+//! forwarded; locks, ioctl, poll, bmap and DAX mappings keep the trait's
+//! ENOSYS/ENOTTY defaults.
+
+use std::ffi::CStr;
+use std::io;
+use std::time::Duration;
+
+use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64, CreateIn};
+use fuse_backend_rs::api::filesystem::{
+    Context, DirEntry, Entry, FileSystem, FsOptions, GetxattrReply, ListxattrReply, OpenOptions,
+    SetattrValid, ZeroCopyReader, ZeroCopyWriter, ROOT_ID,
+};
+use fuse_backend_rs::api::server::MAX_BUFFER_SIZE;
+
+use super::policy::{
+    check_access, check_entry_name, check_lookup_name, check_mknod, check_open_flags,
+    clamp_xattr_size,
+};
+
+/// `inner` with the share's policy applied.
+pub(crate) struct GuardedFs<F> {
+    inner: F,
+    read_only: bool,
+}
+
+impl<F> GuardedFs<F> {
+    pub(crate) fn new(inner: F, read_only: bool) -> Self {
+        GuardedFs { inner, read_only }
+    }
+
+    /// Fails with EROFS on a read-only share.
+    fn writable(&self) -> io::Result<()> {
+        if self.read_only {
+            Err(io::Error::from_raw_os_error(libc::EROFS))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+type OpenReply<H> = (Option<H>, OpenOptions, Option<u32>);
+type CreateReply<H> = (Entry, Option<H>, OpenOptions, Option<u32>);
+
+impl<F: FileSystem> FileSystem for GuardedFs<F> {
+    type Inode = F::Inode;
+    type Handle = F::Handle;
+
+    fn init(&self, mut capable: FsOptions) -> io::Result<FsOptions> {
+        if self.read_only {
+            // Nothing may be cached for writing back later.
+            capable.remove(FsOptions::WRITEBACK_CACHE);
+        }
+        self.inner.init(capable)
+    }
+
+    fn destroy(&self) {
+        self.inner.destroy()
+    }
+
+    fn lookup(&self, ctx: &Context, parent: F::Inode, name: &CStr) -> io::Result<Entry> {
+        check_lookup_name(name)?;
+        // `..` of the root is the root: the guest must not see what lies
+        // above the share. (The passthrough does the same; this keeps the
+        // guarantee independent of it.)
+        let parent: u64 = parent.into();
+        let name = if parent == ROOT_ID && name.to_bytes() == b".." {
+            c"."
+        } else {
+            name
+        };
+        self.inner.lookup(ctx, parent.into(), name)
+    }
+
+    fn forget(&self, ctx: &Context, inode: F::Inode, count: u64) {
+        self.inner.forget(ctx, inode, count)
+    }
+
+    fn batch_forget(&self, ctx: &Context, requests: Vec<(F::Inode, u64)>) {
+        self.inner.batch_forget(ctx, requests)
+    }
+
+    fn getattr(
+        &self,
+        ctx: &Context,
+        inode: F::Inode,
+        handle: Option<F::Handle>,
+    ) -> io::Result<(stat64, Duration)> {
+        self.inner.getattr(ctx, inode, handle)
+    }
+
+    fn setattr(
+        &self,
+        ctx: &Context,
+        inode: F::Inode,
+        attr: stat64,
+        handle: Option<F::Handle>,
+        valid: SetattrValid,
+    ) -> io::Result<(stat64, Duration)> {
+        self.writable()?;
+        self.inner.setattr(ctx, inode, attr, handle, valid)
+    }
+
+    fn readlink(&self, ctx: &Context, inode: F::Inode) -> io::Result<Vec<u8>> {
+        self.inner.readlink(ctx, inode)
+    }
+
+    fn symlink(
+        &self,
+        ctx: &Context,
+        linkname: &CStr,
+        parent: F::Inode,
+        name: &CStr,
+    ) -> io::Result<Entry> {
+        self.writable()?;
+        check_entry_name(name)?;
+        // The target is stored verbatim and resolved by the guest: the host
+        // never follows symlinks inside the share.
+        self.inner.symlink(ctx, linkname, parent, name)
+    }
+
+    fn mknod(
+        &self,
+        ctx: &Context,
+        parent: F::Inode,
+        name: &CStr,
+        mode: u32,
+        rdev: u32,
+        umask: u32,
+    ) -> io::Result<Entry> {
+        self.writable()?;
+        check_entry_name(name)?;
+        check_mknod(mode, rdev)?;
+        self.inner.mknod(ctx, parent, name, mode, rdev, umask)
+    }
+
+    fn mkdir(
+        &self,
+        ctx: &Context,
+        parent: F::Inode,
+        name: &CStr,
+        mode: u32,
+        umask: u32,
+    ) -> io::Result<Entry> {
+        self.writable()?;
+        check_entry_name(name)?;
+        self.inner.mkdir(ctx, parent, name, mode, umask)
+    }
+
+    fn unlink(&self, ctx: &Context, parent: F::Inode, name: &CStr) -> io::Result<()> {
+        self.writable()?;
+        check_entry_name(name)?;
+        self.inner.unlink(ctx, parent, name)
+    }
+
+    fn rmdir(&self, ctx: &Context, parent: F::Inode, name: &CStr) -> io::Result<()> {
+        self.writable()?;
+        check_entry_name(name)?;
+        self.inner.rmdir(ctx, parent, name)
+    }
+
+    fn rename(
+        &self,
+        ctx: &Context,
+        olddir: F::Inode,
+        oldname: &CStr,
+        newdir: F::Inode,
+        newname: &CStr,
+        flags: u32,
+    ) -> io::Result<()> {
+        self.writable()?;
+        check_entry_name(oldname)?;
+        check_entry_name(newname)?;
+        self.inner
+            .rename(ctx, olddir, oldname, newdir, newname, flags)
+    }
+
+    fn link(
+        &self,
+        ctx: &Context,
+        inode: F::Inode,
+        newparent: F::Inode,
+        newname: &CStr,
+    ) -> io::Result<Entry> {
+        self.writable()?;
+        check_entry_name(newname)?;
+        self.inner.link(ctx, inode, newparent, newname)
+    }
+
+    fn open(
+        &self,
+        ctx: &Context,
+        inode: F::Inode,
+        flags: u32,
+        fuse_flags: u32,
+    ) -> io::Result<OpenReply<F::Handle>> {
+        check_open_flags(flags, self.read_only)?;
+        self.inner.open(ctx, inode, flags, fuse_flags)
+    }
+
+    fn create(
+        &self,
+        ctx: &Context,
+        parent: F::Inode,
+        name: &CStr,
+        args: CreateIn,
+    ) -> io::Result<CreateReply<F::Handle>> {
+        self.writable()?;
+        check_entry_name(name)?;
+        check_open_flags(args.flags, self.read_only)?;
+        self.inner.create(ctx, parent, name, args)
+    }
+
+    fn read(
+        &self,
+        ctx: &Context,
+        inode: F::Inode,
+        handle: F::Handle,
+        w: &mut dyn ZeroCopyWriter,
+        size: u32,
+        offset: u64,
+        lock_owner: Option<u64>,
+        flags: u32,
+    ) -> io::Result<usize> {
+        // A short read is valid FUSE; the guest never asks for more than
+        // max_pages (1 MiB) anyway.
+        let size = size.min(MAX_BUFFER_SIZE);
+        self.inner
+            .read(ctx, inode, handle, w, size, offset, lock_owner, flags)
+    }
+
+    fn write(
+        &self,
+        ctx: &Context,
+        inode: F::Inode,
+        handle: F::Handle,
+        r: &mut dyn ZeroCopyReader,
+        size: u32,
+        offset: u64,
+        lock_owner: Option<u64>,
+        delayed_write: bool,
+        flags: u32,
+        fuse_flags: u32,
+    ) -> io::Result<usize> {
+        self.writable()?;
+        let size = size.min(MAX_BUFFER_SIZE);
+        self.inner.write(
+            ctx,
+            inode,
+            handle,
+            r,
+            size,
+            offset,
+            lock_owner,
+            delayed_write,
+            flags,
+            fuse_flags,
+        )
+    }
+
+    fn flush(
+        &self,
+        ctx: &Context,
+        inode: F::Inode,
+        handle: F::Handle,
+        lock_owner: u64,
+    ) -> io::Result<()> {
+        self.inner.flush(ctx, inode, handle, lock_owner)
+    }
+
+    fn fsync(
+        &self,
+        ctx: &Context,
+        inode: F::Inode,
+        datasync: bool,
+        handle: F::Handle,
+    ) -> io::Result<()> {
+        self.inner.fsync(ctx, inode, datasync, handle)
+    }
+
+    fn fallocate(
+        &self,
+        ctx: &Context,
+        inode: F::Inode,
+        handle: F::Handle,
+        mode: u32,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<()> {
+        self.writable()?;
+        self.inner
+            .fallocate(ctx, inode, handle, mode, offset, length)
+    }
+
+    fn release(
+        &self,
+        ctx: &Context,
+        inode: F::Inode,
+        flags: u32,
+        handle: F::Handle,
+        flush: bool,
+        flock_release: bool,
+        lock_owner: Option<u64>,
+    ) -> io::Result<()> {
+        self.inner
+            .release(ctx, inode, flags, handle, flush, flock_release, lock_owner)
+    }
+
+    fn statfs(&self, ctx: &Context, inode: F::Inode) -> io::Result<statvfs64> {
+        self.inner.statfs(ctx, inode)
+    }
+
+    fn setxattr(
+        &self,
+        ctx: &Context,
+        inode: F::Inode,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+    ) -> io::Result<()> {
+        self.writable()?;
+        self.inner.setxattr(ctx, inode, name, value, flags)
+    }
+
+    fn getxattr(
+        &self,
+        ctx: &Context,
+        inode: F::Inode,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<GetxattrReply> {
+        self.inner
+            .getxattr(ctx, inode, name, clamp_xattr_size(size))
+    }
+
+    fn listxattr(&self, ctx: &Context, inode: F::Inode, size: u32) -> io::Result<ListxattrReply> {
+        self.inner.listxattr(ctx, inode, clamp_xattr_size(size))
+    }
+
+    fn removexattr(&self, ctx: &Context, inode: F::Inode, name: &CStr) -> io::Result<()> {
+        self.writable()?;
+        self.inner.removexattr(ctx, inode, name)
+    }
+
+    fn opendir(
+        &self,
+        ctx: &Context,
+        inode: F::Inode,
+        flags: u32,
+    ) -> io::Result<(Option<F::Handle>, OpenOptions)> {
+        check_open_flags(flags, self.read_only)?;
+        self.inner.opendir(ctx, inode, flags)
+    }
+
+    fn readdir(
+        &self,
+        ctx: &Context,
+        inode: F::Inode,
+        handle: F::Handle,
+        size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        // The passthrough allocates `size` bytes for getdents64.
+        let size = size.min(MAX_BUFFER_SIZE);
+        self.inner
+            .readdir(ctx, inode, handle, size, offset, add_entry)
+    }
+
+    fn readdirplus(
+        &self,
+        ctx: &Context,
+        inode: F::Inode,
+        handle: F::Handle,
+        size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        let size = size.min(MAX_BUFFER_SIZE);
+        self.inner
+            .readdirplus(ctx, inode, handle, size, offset, add_entry)
+    }
+
+    fn fsyncdir(
+        &self,
+        ctx: &Context,
+        inode: F::Inode,
+        datasync: bool,
+        handle: F::Handle,
+    ) -> io::Result<()> {
+        self.inner.fsyncdir(ctx, inode, datasync, handle)
+    }
+
+    fn releasedir(
+        &self,
+        ctx: &Context,
+        inode: F::Inode,
+        flags: u32,
+        handle: F::Handle,
+    ) -> io::Result<()> {
+        self.inner.releasedir(ctx, inode, flags, handle)
+    }
+
+    fn access(&self, ctx: &Context, inode: F::Inode, mask: u32) -> io::Result<()> {
+        check_access(mask, self.read_only)?;
+        self.inner.access(ctx, inode, mask)
+    }
+
+    fn lseek(
+        &self,
+        ctx: &Context,
+        inode: F::Inode,
+        handle: F::Handle,
+        offset: u64,
+        whence: u32,
+    ) -> io::Result<u64> {
+        self.inner.lseek(ctx, inode, handle, offset, whence)
+    }
+}

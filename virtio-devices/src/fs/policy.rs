@@ -1,0 +1,190 @@
+//! The checks [`GuardedFs`](super::guard::GuardedFs) applies to FUSE
+//! requests before they reach the passthrough file system. Pure functions of
+//! the decoded request, so that they are easy to audit and to test.
+
+use std::ffi::CStr;
+use std::io;
+
+/// Largest xattr value or name list Linux supports (`XATTR_SIZE_MAX`,
+/// `XATTR_LIST_MAX`); larger guest buffers never receive more than this.
+pub(crate) const XATTR_MAX: u32 = 64 * 1024;
+
+fn errno(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}
+
+/// A name that creates, removes or renames a directory entry must be one
+/// plain path component: not empty, no `/`, not `.` or `..`. (Names are cut
+/// at their first NUL before they get here.)
+pub(crate) fn check_entry_name(name: &CStr) -> io::Result<()> {
+    let bytes = name.to_bytes();
+    if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') {
+        return Err(errno(libc::EINVAL));
+    }
+    Ok(())
+}
+
+/// LOOKUP may name `.` and `..` (the passthrough maps `..` of the root to
+/// the root itself) but never a path.
+pub(crate) fn check_lookup_name(name: &CStr) -> io::Result<()> {
+    let bytes = name.to_bytes();
+    if bytes.is_empty() || bytes.contains(&b'/') {
+        return Err(errno(libc::EINVAL));
+    }
+    Ok(())
+}
+
+/// Refuses open flags the guest kernel never sends through FUSE_OPEN,
+/// FUSE_OPENDIR or FUSE_CREATE and that would make the host do something
+/// other than open (or create) that one file, and, on a read-only share,
+/// anything that opens for writing or truncates.
+pub(crate) fn check_open_flags(flags: u32, read_only: bool) -> io::Result<()> {
+    // The flags are a C int on the wire.
+    let flags = flags as i32;
+    // With O_PATH the kernel drops O_CREAT|O_EXCL and follows a trailing
+    // symlink: the passthrough's CREATE would open what a symlink in the
+    // share points to on the host.
+    if flags & libc::O_PATH != 0 {
+        return Err(errno(libc::EINVAL));
+    }
+    // O_TMPFILE would create an anonymous file in the directory being opened.
+    if flags & (libc::O_TMPFILE & !libc::O_DIRECTORY) != 0 {
+        return Err(errno(libc::EOPNOTSUPP));
+    }
+    if read_only && (flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0) {
+        return Err(errno(libc::EROFS));
+    }
+    Ok(())
+}
+
+/// Whether MKNOD may create a node of `mode`/`rdev`: device nodes would give
+/// host processes that look into the share a door to host devices, so only
+/// regular files, FIFOs, sockets and overlayfs whiteouts (character device
+/// 0:0) are allowed. The passthrough never opens any of these for the guest.
+pub(crate) fn check_mknod(mode: u32, rdev: u32) -> io::Result<()> {
+    match mode & libc::S_IFMT {
+        libc::S_IFBLK => Err(errno(libc::EPERM)),
+        libc::S_IFCHR if rdev != 0 => Err(errno(libc::EPERM)),
+        _ => Ok(()),
+    }
+}
+
+/// ACCESS asking for write permission on a read-only share.
+pub(crate) fn check_access(mask: u32, read_only: bool) -> io::Result<()> {
+    if read_only && mask as i32 & libc::W_OK != 0 {
+        return Err(errno(libc::EROFS));
+    }
+    Ok(())
+}
+
+/// Caps a guest-chosen xattr buffer size: the host allocates a buffer of
+/// this size before asking the kernel, which never returns more than
+/// [`XATTR_MAX`] bytes anyway. 0 (the size query) stays 0.
+pub(crate) fn clamp_xattr_size(size: u32) -> u32 {
+    size.min(XATTR_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(bytes: &[u8]) -> &CStr {
+        CStr::from_bytes_until_nul(bytes).unwrap()
+    }
+
+    fn code(r: io::Result<()>) -> Option<i32> {
+        r.err().and_then(|e| e.raw_os_error())
+    }
+
+    #[test]
+    fn entry_names_must_be_one_plain_component() {
+        for bad in [
+            &b"\0"[..],
+            b".\0",
+            b"..\0",
+            b"a/b\0",
+            b"/\0",
+            b"../x\0",
+            b"/etc\0",
+        ] {
+            assert_eq!(
+                code(check_entry_name(name(bad))),
+                Some(libc::EINVAL),
+                "{bad:?}"
+            );
+        }
+        for good in [&b"a\0"[..], b"...\0", b".hidden\0", b"a..b\0", b"x\0/../y"] {
+            assert!(check_entry_name(name(good)).is_ok(), "{good:?}");
+        }
+        assert!(check_lookup_name(name(b"..\0")).is_ok());
+        assert!(check_lookup_name(name(b".\0")).is_ok());
+        assert_eq!(
+            code(check_lookup_name(name(b"../..\0"))),
+            Some(libc::EINVAL)
+        );
+        assert_eq!(code(check_lookup_name(name(b"\0"))), Some(libc::EINVAL));
+    }
+
+    #[test]
+    fn open_flags() {
+        let rdonly = libc::O_RDONLY as u32;
+        let rdwr = libc::O_RDWR as u32;
+        let wronly = libc::O_WRONLY as u32;
+        let trunc = libc::O_TRUNC as u32;
+        let tmpfile = (libc::O_TMPFILE | libc::O_RDWR) as u32;
+        let path = libc::O_PATH as u32;
+        assert_eq!(code(check_open_flags(path, false)), Some(libc::EINVAL));
+        assert_eq!(
+            code(check_open_flags(path | rdwr, false)),
+            Some(libc::EINVAL)
+        );
+        assert!(check_open_flags(rdonly, true).is_ok());
+        assert!(check_open_flags(rdonly | libc::O_DIRECTORY as u32, true).is_ok());
+        assert!(check_open_flags(rdwr | trunc, false).is_ok());
+        assert_eq!(code(check_open_flags(rdwr, true)), Some(libc::EROFS));
+        assert_eq!(code(check_open_flags(wronly, true)), Some(libc::EROFS));
+        assert_eq!(
+            code(check_open_flags(rdonly | trunc, true)),
+            Some(libc::EROFS)
+        );
+        assert_eq!(
+            code(check_open_flags(tmpfile, false)),
+            Some(libc::EOPNOTSUPP)
+        );
+    }
+
+    #[test]
+    fn mknod_types() {
+        assert!(check_mknod(libc::S_IFREG | 0o644, 0).is_ok());
+        assert!(check_mknod(libc::S_IFIFO | 0o644, 0).is_ok());
+        assert!(check_mknod(libc::S_IFSOCK | 0o644, 0).is_ok());
+        assert!(
+            check_mknod(libc::S_IFCHR, 0).is_ok(),
+            "whiteouts are allowed"
+        );
+        let sda = libc::makedev(8, 0) as u32;
+        let null = libc::makedev(1, 3) as u32;
+        assert_eq!(
+            code(check_mknod(libc::S_IFBLK | 0o600, sda)),
+            Some(libc::EPERM)
+        );
+        assert_eq!(code(check_mknod(libc::S_IFBLK, 0)), Some(libc::EPERM));
+        assert_eq!(
+            code(check_mknod(libc::S_IFCHR | 0o666, null)),
+            Some(libc::EPERM)
+        );
+    }
+
+    #[test]
+    fn access_and_xattr_sizes() {
+        assert!(check_access(libc::W_OK as u32, false).is_ok());
+        assert!(check_access(libc::R_OK as u32, true).is_ok());
+        assert_eq!(
+            code(check_access((libc::R_OK | libc::W_OK) as u32, true)),
+            Some(libc::EROFS)
+        );
+        assert_eq!(clamp_xattr_size(0), 0);
+        assert_eq!(clamp_xattr_size(100), 100);
+        assert_eq!(clamp_xattr_size(u32::MAX), XATTR_MAX);
+    }
+}
