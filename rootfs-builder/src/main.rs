@@ -1,5 +1,6 @@
 //! `rootfs-builder`: builds the guest initramfs around the vmrun agent.
 
+mod bundle;
 mod cpio;
 mod initramfs;
 
@@ -30,6 +31,16 @@ enum Command {
         #[arg(long, short)]
         output: PathBuf,
     },
+    /// Write a busybox OCI bundle: config.json (runtime-spec defaults, as
+    /// `runc spec` writes) and rootfs/.
+    Bundle {
+        /// A static busybox.
+        #[arg(long, default_value = "/bin/busybox")]
+        busybox: PathBuf,
+        /// The bundle directory (created; must be empty).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,7 +50,11 @@ fn main() -> ExitCode {
             busybox,
             output,
         } => initramfs::build(&initramfs::InitramfsSpec { agent, busybox }, &output)
-            .map(|()| eprintln!("rootfs-builder: wrote {}", output.display())),
+            .map(|()| eprintln!("rootfs-builder: wrote {}", output.display()))
+            .map_err(|e| e.to_string()),
+        Command::Bundle { busybox, output } => bundle::build(&busybox, &output)
+            .map(|()| eprintln!("rootfs-builder: wrote bundle {}", output.display()))
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

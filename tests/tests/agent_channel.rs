@@ -1,6 +1,9 @@
-//! One real microVM, many processes through the agent channel (hybrid vsock
-//! + gRPC): what `vmrun run` and the shim build on. Guests are slow on
+//! One real microVM, many processes through the agent channel (hybrid
+//! vsock and gRPC): what `vmrun run` and the shim build on. Guests are slow on
 //! software-KVM hosts, so the cases share one VM and run in order.
+
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -46,7 +49,11 @@ async fn boot() -> Guest {
     Guest { vm, dir, agent }
 }
 
-async fn run(agent: &AgentClient, cmd: ExecCommand, stdin: &[u8]) -> (Vec<u8>, Vec<u8>, ProcessExit) {
+async fn run(
+    agent: &AgentClient,
+    cmd: ExecCommand,
+    stdin: &[u8],
+) -> (Vec<u8>, Vec<u8>, ProcessExit) {
     let started = agent.exec(cmd).await.expect("exec");
     let id = started.exec_id;
     let stdout = agent.read_stdout(&id).await.expect("stdout");
@@ -88,11 +95,16 @@ fn processes_in_one_guest() {
 
         // exit status and stderr kept apart from stdout.
         let (out, err, exit) = run(agent, sh("echo out; echo err >&2; exit 42"), b"").await;
-        assert_eq!((out.as_slice(), err.as_slice()), (&b"out\n"[..], &b"err\n"[..]));
+        assert_eq!(
+            (out.as_slice(), err.as_slice()),
+            (&b"out\n"[..], &b"err\n"[..])
+        );
         assert_eq!(exit.shell_exit_code(), 42);
 
         // 1 MiB of binary stdin through cat comes back identical.
-        let input: Vec<u8> = (0..(1u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let input: Vec<u8> = (0..(1u32 << 20))
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let (out, _, exit) = run(agent, ExecCommand::new(["cat"]), &input).await;
         assert_eq!(exit, ProcessExit::Exited(0));
         assert_eq!(out.len(), input.len());
@@ -101,14 +113,19 @@ fn processes_in_one_guest() {
         // env and cwd.
         let (out, _, _) = run(
             agent,
-            sh("echo $GREETING; pwd").env("GREETING=hi there").cwd("/tmp"),
+            sh("echo $GREETING; pwd")
+                .env("GREETING=hi there")
+                .cwd("/tmp"),
             b"",
         )
         .await;
         assert_eq!(out, b"hi there\n/tmp\n");
 
         // a signal kills a sleep and is reported as such.
-        let started = agent.exec(ExecCommand::new(["sleep", "1000"])).await.unwrap();
+        let started = agent
+            .exec(ExecCommand::new(["sleep", "1000"]))
+            .await
+            .unwrap();
         agent.signal(&started.exec_id, libc::SIGTERM).await.unwrap();
         let exit = agent.wait(&started.exec_id).await.unwrap();
         assert_eq!(exit, ProcessExit::Signaled(libc::SIGTERM));
@@ -128,14 +145,24 @@ fn processes_in_one_guest() {
         assert!(text.contains("33 101"), "{text}");
 
         // bad requests are refused with a reason, and the agent keeps serving.
-        let err = agent.exec(ExecCommand::new(Vec::<String>::new())).await.unwrap_err();
+        let err = agent
+            .exec(ExecCommand::new(Vec::<String>::new()))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
-        let err = agent.exec(ExecCommand::new(["/no/such/program"])).await.unwrap_err();
+        let err = agent
+            .exec(ExecCommand::new(["/no/such/program"]))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Some(tonic::Code::NotFound), "{err}");
 
         // what the guest says about itself matches the VM we built.
         let details = agent.guest_details().await.unwrap();
-        assert_eq!(details.cpus, u32::from(VmConfig::default().vcpus), "{details:?}");
+        assert_eq!(
+            details.cpus,
+            u32::from(VmConfig::default().vcpus),
+            "{details:?}"
+        );
         assert!(details.kernel_release.starts_with("6.1"), "{details:?}");
     });
 }

@@ -1,5 +1,8 @@
 //! `vmrun run -- CMD` as a user sees it: stdio, exit status, signals, tty.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,7 +12,13 @@ use vmrun_tests::{run, vmrun_bin, BOOT_DEADLINE};
 #[test]
 fn stdin_stdout_stderr_and_exit_status_pass_through() {
     let mut child = Command::new(vmrun_bin())
-        .args(["run", "--", "sh", "-c", "echo hi; echo oops >&2; cat; exit 7"])
+        .args([
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo hi; echo oops >&2; cat; exit 7",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -21,12 +30,19 @@ fn stdin_stdout_stderr_and_exit_status_pass_through() {
         if child.try_wait().unwrap().is_some() {
             break child.wait_with_output().unwrap();
         }
-        assert!(started.elapsed() < BOOT_DEADLINE, "vmrun run did not finish");
+        assert!(
+            started.elapsed() < BOOT_DEADLINE,
+            "vmrun run did not finish"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(7), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(7),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
     assert_eq!(stdout, "hi\nabc\n", "stderr: {stderr}");
     assert!(stderr.contains("oops"), "{stderr}");
 }
@@ -50,7 +66,10 @@ fn sigterm_to_vmrun_reaches_the_command() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "sleep was not killed");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "sleep was not killed"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(status.code(), Some(128 + libc::SIGTERM));
@@ -59,7 +78,14 @@ fn sigterm_to_vmrun_reaches_the_command() {
 #[test]
 fn tty_mode_gives_the_command_a_terminal() {
     let done = run(
-        Command::new(vmrun_bin()).args(["run", "-t", "--", "sh", "-c", "test -t 0 && echo is-a-tty"]),
+        Command::new(vmrun_bin()).args([
+            "run",
+            "-t",
+            "--",
+            "sh",
+            "-c",
+            "test -t 0 && echo is-a-tty",
+        ]),
         BOOT_DEADLINE,
     );
     assert!(done.status.success(), "{done:?}");

@@ -58,6 +58,14 @@ const PVM_CMDLINE: &[&str] = &[
     "vmrun.no_fpu_drop_fwait",
     // User-mode SYSCALL arrives as a page fault at the syscall entry.
     "vmrun.syscall_pf_fixup",
+    // Guest user space runs natively and sees the host's CPUID and XCR0
+    // (AVX-512 enabled), but the kernel, limited to FXSAVE, does not
+    // preserve AVX state across context switches: tasks corrupt each other's
+    // vector registers (seen as memory corruption in the agent). Keep glibc
+    // (the agent, busybox, and every process the agent starts, which inherit
+    // this from PID 1's environment) on SSE code paths. Programs that use
+    // AVX without asking glibc remain at risk on such hosts.
+    "GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2,-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD,-AVX_Fast_Unaligned_Load",
     // Not here: `rodata=off` would save ~10 s of emulated page-table work,
     // but user space then segfaults on kvm_pvm (seen with busybox as init).
 ];

@@ -25,9 +25,28 @@ pub struct VmConfig {
     pub compat: CompatMode,
     /// Give up and stop the VM after this long, if set.
     pub timeout: Option<Duration>,
+    /// Host directories shared with the guest over virtio-fs.
+    pub shares: Vec<SharedDir>,
+    /// Raw disk images given to the guest as virtio-blk devices (/dev/vda, ...).
+    pub disks: Vec<Disk>,
     /// Host side of the guest's vsock (Firecracker-style hybrid vsock): a
     /// Unix socket the VMM listens on. No vsock device if unset.
     pub vsock_uds: Option<PathBuf>,
+}
+
+/// A host directory the guest mounts with `mount -t virtiofs <tag> <dir>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedDir {
+    pub tag: String,
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
+/// A raw disk image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Disk {
+    pub path: PathBuf,
+    pub read_only: bool,
 }
 
 /// The guest's vsock context id (2 is the host).
@@ -47,6 +66,8 @@ impl Default for VmConfig {
             compat: CompatMode::Auto,
             timeout: None,
             vsock_uds: None,
+            shares: Vec::new(),
+            disks: Vec::new(),
         }
     }
 }
@@ -58,7 +79,14 @@ pub enum ConfigError {
     Vcpus(u8),
     #[error("memory must be between 64 MiB and 64 GiB, got {0} MiB")]
     Memory(u64),
+    #[error("too many devices: {0} virtio devices asked, at most {MAX_VIRTIO_DEVICES}")]
+    TooManyDevices(usize),
+    #[error("shared directory tag {0:?} is used twice")]
+    DuplicateTag(String),
 }
+
+/// virtio-mmio devices get GSIs 5..=23 of the IOAPIC.
+pub const MAX_VIRTIO_DEVICES: usize = 19;
 
 impl VmConfig {
     /// Checks the values that do not need the host to judge.
@@ -68,6 +96,15 @@ impl VmConfig {
         }
         if !(64..=64 * 1024).contains(&self.memory_mib) {
             return Err(ConfigError::Memory(self.memory_mib));
+        }
+        // rng and vsock come with every VM.
+        let devices = 2 + self.shares.len() + self.disks.len();
+        if devices > MAX_VIRTIO_DEVICES {
+            return Err(ConfigError::TooManyDevices(devices));
+        }
+        let mut tags = std::collections::HashSet::new();
+        if let Some(share) = self.shares.iter().find(|s| !tags.insert(&s.tag)) {
+            return Err(ConfigError::DuplicateTag(share.tag.clone()));
         }
         Ok(())
     }
@@ -100,5 +137,28 @@ mod tests {
         };
         assert_eq!(cfg.validate(), Err(ConfigError::Memory(16)));
         assert!(ConfigError::Memory(16).to_string().contains("16 MiB"));
+    }
+
+    #[test]
+    fn rejects_duplicate_tags_and_too_many_devices() {
+        let share = SharedDir {
+            tag: "rootfs".into(),
+            path: PathBuf::from("/srv"),
+            read_only: false,
+        };
+        let cfg = VmConfig {
+            shares: vec![share.clone(), share],
+            ..VmConfig::default()
+        };
+        assert_eq!(cfg.validate(), Err(ConfigError::DuplicateTag("rootfs".into())));
+        let disk = Disk {
+            path: PathBuf::from("/img"),
+            read_only: true,
+        };
+        let cfg = VmConfig {
+            disks: vec![disk; MAX_VIRTIO_DEVICES],
+            ..VmConfig::default()
+        };
+        assert!(matches!(cfg.validate(), Err(ConfigError::TooManyDevices(_))));
     }
 }

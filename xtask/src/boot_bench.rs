@@ -111,6 +111,52 @@ fn best<F: Fn(&Measurement) -> Option<f64>>(runs: &[Measurement], f: F) -> Optio
     runs.iter().filter_map(f).reduce(f64::min)
 }
 
+/// `vmrun run --timings -- true`: end to end, and where the time went.
+fn run_true(args: &BenchArgs, vmrun: &Path) -> anyhow::Result<()> {
+    println!();
+    println!("vmrun run -- true ({} run(s)):", args.runs);
+    for i in 0..args.runs {
+        let out = Command::new(vmrun)
+            .args(["run", "--timings"])
+            .args(["--cpus", &args.cpus.to_string()])
+            .args(["--memory", &args.memory.to_string()])
+            .arg("--kernel")
+            .arg(args.share.join("vmlinux"))
+            .arg("--initrd")
+            .arg(args.share.join("initramfs.cpio"))
+            .args(["--", "true"])
+            .output()
+            .with_context(|| format!("cannot run {}", vmrun.display()))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let Some(line) = stderr.lines().find(|l| l.starts_with("vmrun: timings")) else {
+            bail!("`vmrun run --timings -- true` printed no timings: {stderr}");
+        };
+        let phase = |name: &str| -> Option<f64> {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.parse().ok())
+        };
+        let (Some(vm), Some(ready), Some(exited), Some(stopped)) = (
+            phase("vm_started"),
+            phase("agent_ready"),
+            phase("command_exited"),
+            phase("vm_stopped"),
+        ) else {
+            bail!("cannot parse {line:?}");
+        };
+        println!(
+            "  run {}: total {stopped:.2} s = VM built {vm:.3} s + boot to agent {:.2} s \
+             + exec `true` {:.3} s + VM stop {:.3} s (exit status {})",
+            i + 1,
+            ready - vm,
+            exited - ready,
+            stopped - exited,
+            out.status.code().unwrap_or(-1)
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let vmrun = vmrun_binary(args);
     let cmdline = vmrun_cmdline(&vmrun)?;
@@ -179,5 +225,5 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             ratio(a, b)
         );
     }
-    Ok(())
+    run_true(args, &vmrun)
 }

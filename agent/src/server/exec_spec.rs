@@ -148,7 +148,22 @@ fn parse_env(entries: Vec<String>) -> Result<Vec<(String, String)>, AgentError> 
     if !env.iter().any(|(key, _)| key == "PATH") {
         env.push(("PATH".to_owned(), DEFAULT_PATH.to_owned()));
     }
+    inherit_from_agent(&mut env, std::env::var(INHERITED_VAR).ok());
     Ok(env)
+}
+
+/// The one variable every process gets from the agent's own environment
+/// (unless the request sets it): the VMM's host profile puts it on the
+/// kernel command line, e.g. to keep glibc off AVX on hosts whose guest
+/// kernel cannot preserve AVX state.
+const INHERITED_VAR: &str = "GLIBC_TUNABLES";
+
+fn inherit_from_agent(env: &mut Vec<(String, String)>, agent_value: Option<String>) {
+    if let Some(value) = agent_value {
+        if !env.iter().any(|(key, _)| key == INHERITED_VAR) {
+            env.push((INHERITED_VAR.to_owned(), value));
+        }
+    }
 }
 
 fn parse_cwd(cwd: String) -> Result<PathBuf, AgentError> {
@@ -313,5 +328,18 @@ mod tests {
                 additional_gids: vec![Gid::from_raw(5), Gid::from_raw(6)],
             })
         );
+    }
+
+    #[test]
+    fn processes_inherit_the_agents_glibc_tunables_unless_set() {
+        let mut env = vec![("PATH".to_owned(), "/bin".to_owned())];
+        inherit_from_agent(&mut env, Some("glibc.cpu.hwcaps=-AVX2".into()));
+        assert!(env.contains(&(INHERITED_VAR.into(), "glibc.cpu.hwcaps=-AVX2".into())));
+        let mut own = vec![(INHERITED_VAR.to_owned(), "mine".to_owned())];
+        inherit_from_agent(&mut own, Some("agent".into()));
+        assert_eq!(own, vec![(INHERITED_VAR.to_owned(), "mine".to_owned())]);
+        let mut none = Vec::new();
+        inherit_from_agent(&mut none, None);
+        assert!(none.is_empty());
     }
 }

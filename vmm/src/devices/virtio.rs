@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::{IoEventAddress, VmFd};
 use virtio_devices::{
-    kernel_cmdline_entry, IrqTrigger, MmioTransport, RngDevice, VirtioDevice, VsockDevice,
-    MMIO_WINDOW_SIZE,
+    kernel_cmdline_entry, BlockDevice, FsConfig, FsDevice, IrqTrigger, MmioTransport, RngDevice,
+    VirtioDevice, VsockDevice, MMIO_WINDOW_SIZE,
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{Bus, BusDevice, BusError};
-use crate::config::{VmConfig, GUEST_CID};
+use crate::config::{Disk, SharedDir, VmConfig, GUEST_CID};
 use crate::memory::{GuestMemory, VIRTIO_MMIO_START};
 
 /// First GSI for virtio devices (0-4 are the PIT, keyboard, cascade, COM2, COM1).
@@ -26,6 +26,8 @@ const QUEUE_NOTIFY_OFFSET: u64 = 0x50;
 pub enum VirtioKind {
     Rng,
     Vsock { cid: u64, uds: PathBuf },
+    Fs(SharedDir),
+    Block(Disk),
 }
 
 /// A device with its place in the machine.
@@ -53,6 +55,17 @@ pub enum VirtioError {
         path: PathBuf,
         source: virtio_devices::VsockError,
     },
+    #[error("virtio-fs {tag:?} on {path}: {source}")]
+    Fs {
+        tag: String,
+        path: PathBuf,
+        source: virtio_devices::FsError,
+    },
+    #[error("virtio-blk on {path}: {source}")]
+    Block {
+        path: PathBuf,
+        source: virtio_devices::BlockError,
+    },
     #[error("virtio-mmio transport: {0}")]
     Transport(#[from] virtio_devices::MmioError),
     #[error("cannot create an eventfd: {0}")]
@@ -77,6 +90,8 @@ pub fn plan(config: &VmConfig) -> Vec<VirtioSlot> {
             uds: uds.clone(),
         });
     }
+    kinds.extend(config.shares.iter().cloned().map(VirtioKind::Fs));
+    kinds.extend(config.disks.iter().cloned().map(VirtioKind::Block));
     kinds
         .into_iter()
         .enumerate()
@@ -119,6 +134,29 @@ pub fn attach(
                     }
                 })?)
             }
+            VirtioKind::Fs(share) => {
+                let config = FsConfig {
+                    read_only: share.read_only,
+                    ..FsConfig::default()
+                };
+                Box::new(
+                    FsDevice::new(&share.tag, share.path.clone(), config).map_err(|source| {
+                        VirtioError::Fs {
+                            tag: share.tag.clone(),
+                            path: share.path.clone(),
+                            source,
+                        }
+                    })?,
+                )
+            }
+            VirtioKind::Block(disk) => Box::new(
+                BlockDevice::new(disk.path.clone(), disk.read_only).map_err(|source| {
+                    VirtioError::Block {
+                        path: disk.path.clone(),
+                        source,
+                    }
+                })?,
+            ),
         };
         let kvm = |op| {
             move |source| VirtioError::Kvm {

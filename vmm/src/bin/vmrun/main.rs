@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use vmm::compat::CompatMode;
+use vmm::config::{Disk, SharedDir};
 use vmm::VmConfig;
 
 #[derive(Parser)]
@@ -52,6 +53,43 @@ pub struct VmArgs {
     /// Extra kernel command-line words.
     #[arg(long = "cmdline", value_name = "WORDS")]
     cmdline: Vec<String>,
+    /// Share a host directory over virtio-fs (guest: `mount -t virtiofs TAG DIR`).
+    #[arg(long = "share", value_name = "TAG=DIR[:ro]", value_parser = parse_share)]
+    shares: Vec<SharedDir>,
+    /// Attach a raw disk image as virtio-blk (/dev/vda, /dev/vdb, ...).
+    #[arg(long = "disk", value_name = "PATH[:ro]", value_parser = parse_disk)]
+    disks: Vec<Disk>,
+}
+
+fn split_ro(value: &str) -> (&str, bool) {
+    match value.strip_suffix(":ro") {
+        Some(rest) => (rest, true),
+        None => (value.strip_suffix(":rw").unwrap_or(value), false),
+    }
+}
+
+fn parse_share(value: &str) -> Result<SharedDir, String> {
+    let (spec, read_only) = split_ro(value);
+    let (tag, dir) = spec
+        .split_once('=')
+        .filter(|(tag, dir)| !tag.is_empty() && !dir.is_empty())
+        .ok_or_else(|| format!("{value:?}: expected TAG=DIR[:ro]"))?;
+    Ok(SharedDir {
+        tag: tag.to_string(),
+        path: PathBuf::from(dir),
+        read_only,
+    })
+}
+
+fn parse_disk(value: &str) -> Result<Disk, String> {
+    let (path, read_only) = split_ro(value);
+    if path.is_empty() {
+        return Err(format!("{value:?}: expected PATH[:ro]"));
+    }
+    Ok(Disk {
+        path: PathBuf::from(path),
+        read_only,
+    })
 }
 
 impl VmArgs {
@@ -71,6 +109,8 @@ impl VmArgs {
             compat: self.compat,
             timeout: None,
             vsock_uds: Some(vsock),
+            shares: self.shares.clone(),
+            disks: self.disks.clone(),
         }
     }
 }
@@ -99,5 +139,26 @@ fn main() -> ExitCode {
             eprintln!("vmrun: {message}");
             ExitCode::from(run::VMRUN_FAILURE as u8)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_shares_and_disks() {
+        let share = parse_share("rootfs=/srv/root:ro").unwrap();
+        assert_eq!(
+            (share.tag.as_str(), share.path.as_path(), share.read_only),
+            ("rootfs", std::path::Path::new("/srv/root"), true)
+        );
+        assert!(!parse_share("data=/srv").unwrap().read_only);
+        assert!(parse_share("/srv").unwrap_err().contains("TAG=DIR"));
+        assert!(parse_share("=/srv").is_err());
+        let disk = parse_disk("/img.raw:ro").unwrap();
+        assert!(disk.read_only);
+        assert!(!parse_disk("/img.raw").unwrap().read_only);
+        assert!(parse_disk(":ro").is_err());
     }
 }

@@ -178,8 +178,8 @@ async fn session(
         command = command.terminal(rows, cols);
     }
 
-    let started = match agent.exec(command).await {
-        Ok(started) => started,
+    let process = match agent.exec(command).await {
+        Ok(process) => process,
         Err(err) => {
             let status = match err.code() {
                 Some(tonic::Code::NotFound) => 127,
@@ -190,7 +190,7 @@ async fn session(
             return Ok(status);
         }
     };
-    let id = started.exec_id;
+    let id = process.exec_id;
     let raw = if host_tty {
         Some(tty::RawMode::enable(stdin.as_fd()).map_err(|e| format!("cannot set raw mode: {e}"))?)
     } else {
