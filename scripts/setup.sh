@@ -18,6 +18,8 @@ packages=(
     busybox-static libseccomp-dev
     # the reference VMM for `cargo xtask bench`
     qemu-system-x86
+    # `runc spec` bundles in the tests
+    runc
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -35,7 +37,9 @@ mkdir -p "$share" "$bindir"
 "$root/guest-kernel/build.sh" "$share/vmlinux"
 
 cd "$root"
-# The agent is PID 1 of an initramfs: fully static, glibc target (no musl here).
+# The agent is PID 1 of an initramfs: fully static, glibc target (no musl
+# here), with libseccomp linked in statically (a dynamic one would not load).
+LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
 RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --quiet --release --locked -p vmrun-agent --target x86_64-unknown-linux-gnu
 cargo build --quiet --release --locked -p vmm -p rootfs-builder

@@ -31,6 +31,8 @@ pub mod client;
 #[cfg(feature = "server")]
 pub mod container;
 #[cfg(feature = "server")]
+pub mod inherited_env;
+#[cfg(feature = "server")]
 pub mod init;
 #[cfg(feature = "server")]
 pub mod mount_syscalls;

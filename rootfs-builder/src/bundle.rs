@@ -40,11 +40,24 @@ const GROUP: &str = "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n";
 /// usual mount points) and `dir/config.json` (the runtime-spec defaults
 /// that `runc spec` also writes, running `sh`).
 pub fn build(busybox: &Path, dir: &Path) -> Result<(), BundleError> {
-    if fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+    if fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+    {
         return Err(BundleError::NotEmpty(dir.to_path_buf()));
     }
     let rootfs = dir.join("rootfs");
-    for sub in ["bin", "dev", "etc", "home/user", "proc", "root", "sys", "tmp", "var"] {
+    for sub in [
+        "bin",
+        "dev",
+        "etc",
+        "home/user",
+        "proc",
+        "root",
+        "sys",
+        "tmp",
+        "var",
+    ] {
         let path = rootfs.join(sub);
         fs::create_dir_all(&path).map_err(io(&path))?;
     }

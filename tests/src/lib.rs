@@ -21,24 +21,42 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target"))
 }
 
-/// The `vmrun` binary under test: `$VMRUN_BIN`, or the one `cargo build`
-/// produced for this profile.
-pub fn vmrun_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("VMRUN_BIN") {
-        return PathBuf::from(bin);
-    }
+/// A binary of this workspace built for this profile (`cargo build --bins`).
+pub fn workspace_bin(name: &str) -> PathBuf {
     let profile = if cfg!(debug_assertions) {
         "debug"
     } else {
         "release"
     };
-    let bin = target_dir().join(profile).join("vmrun");
+    let bin = target_dir().join(profile).join(name);
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
         bin.display()
     );
     bin
+}
+
+/// Writes a busybox OCI bundle (`rootfs-builder bundle`) into a fresh `dir`.
+pub fn busybox_bundle(dir: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    let done = run(
+        Command::new(workspace_bin("rootfs-builder"))
+            .arg("bundle")
+            .arg("--output")
+            .arg(dir),
+        Duration::from_secs(60),
+    );
+    assert!(done.status.success(), "rootfs-builder bundle: {done:?}");
+}
+
+/// The `vmrun` binary under test: `$VMRUN_BIN`, or the one `cargo build`
+/// produced for this profile.
+pub fn vmrun_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("VMRUN_BIN") {
+        return PathBuf::from(bin);
+    }
+    workspace_bin("vmrun")
 }
 
 /// What a finished command left.

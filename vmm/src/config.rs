@@ -150,7 +150,10 @@ mod tests {
             shares: vec![share.clone(), share],
             ..VmConfig::default()
         };
-        assert_eq!(cfg.validate(), Err(ConfigError::DuplicateTag("rootfs".into())));
+        assert_eq!(
+            cfg.validate(),
+            Err(ConfigError::DuplicateTag("rootfs".into()))
+        );
         let disk = Disk {
             path: PathBuf::from("/img"),
             read_only: true,
@@ -159,6 +162,9 @@ mod tests {
             disks: vec![disk; MAX_VIRTIO_DEVICES],
             ..VmConfig::default()
         };
-        assert!(matches!(cfg.validate(), Err(ConfigError::TooManyDevices(_))));
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::TooManyDevices(_))
+        ));
     }
 }

@@ -11,6 +11,7 @@ pub mod console;
 pub mod cpu;
 pub mod devices;
 pub mod memory;
+pub mod oci;
 pub mod vm;
 
 pub use config::VmConfig;

@@ -4,6 +4,7 @@ use oci_spec::runtime::Process;
 
 use super::error::ContainerError;
 use super::spec::{apply_terminal, check_process};
+use crate::inherited_env;
 use crate::server::TerminalSize;
 
 const OP: &str = "exec in container";
@@ -19,6 +20,7 @@ pub fn prepare_exec_process(
     })?;
     check_process(OP, &process)?;
     apply_terminal(&mut process, terminal);
+    inherited_env::add_to_process(&mut process, inherited_env::agent_value());
     Ok(process)
 }
 

@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use oci_spec::runtime::{BoxBuilder, Process, Spec};
 
 use super::error::ContainerError;
+use crate::inherited_env;
 use crate::server::TerminalSize;
 
 const OP: &str = "create container";
@@ -89,6 +90,7 @@ pub fn prepare_spec(
         .ok_or_else(|| ContainerError::invalid(OP, "process is missing"))?;
     check_process(OP, process)?;
     apply_terminal(process, options.terminal);
+    inherited_env::add_to_process(process, inherited_env::agent_value());
 
     let rootfs = resolve_rootfs(&spec, options.rootfs)?;
     let root_path = options.root_override.unwrap_or(&rootfs).to_owned();

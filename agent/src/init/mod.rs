@@ -4,6 +4,7 @@ pub mod cmdline;
 pub mod console;
 pub mod mounts;
 pub mod power;
+pub mod root;
 
 use std::io;
 
@@ -22,6 +23,8 @@ pub const GUEST_PATH: &str = server::DEFAULT_PATH;
 pub enum InitError {
     #[error(transparent)]
     Mount(#[from] MountError),
+    #[error(transparent)]
+    Root(#[from] root::RootError),
     #[error("cannot attach the console: {0}")]
     Console(#[source] nix::Error),
     #[error("cannot read /proc/cmdline: {0}")]
@@ -41,7 +44,9 @@ pub enum InitError {
 pub fn run() -> Result<(), InitError> {
     // The console may not exist before /dev is mounted, so a mount error is
     // reported only after trying to attach it.
-    let mounted = mount_all(&mut SyscallMounter, GUEST_MOUNTS);
+    let mounted = root::leave_initramfs()
+        .map_err(InitError::from)
+        .and_then(|()| Ok(mount_all(&mut SyscallMounter, GUEST_MOUNTS)?));
     console::attach_console().map_err(InitError::Console)?;
     mounted?;
     // Still single-threaded here, so changing the environment is sound.

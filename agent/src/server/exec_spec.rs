@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use nix::unistd::{Gid, Uid};
 
 use super::error::AgentError;
+use crate::inherited_env;
 use crate::proto::{ExecProcessRequest, PtySize, User};
 
 /// The PATH a process gets when its environment names none: the usual one of
@@ -148,22 +149,8 @@ fn parse_env(entries: Vec<String>) -> Result<Vec<(String, String)>, AgentError> 
     if !env.iter().any(|(key, _)| key == "PATH") {
         env.push(("PATH".to_owned(), DEFAULT_PATH.to_owned()));
     }
-    inherit_from_agent(&mut env, std::env::var(INHERITED_VAR).ok());
+    inherited_env::add_to_pairs(&mut env, inherited_env::agent_value());
     Ok(env)
-}
-
-/// The one variable every process gets from the agent's own environment
-/// (unless the request sets it): the VMM's host profile puts it on the
-/// kernel command line, e.g. to keep glibc off AVX on hosts whose guest
-/// kernel cannot preserve AVX state.
-const INHERITED_VAR: &str = "GLIBC_TUNABLES";
-
-fn inherit_from_agent(env: &mut Vec<(String, String)>, agent_value: Option<String>) {
-    if let Some(value) = agent_value {
-        if !env.iter().any(|(key, _)| key == INHERITED_VAR) {
-            env.push((INHERITED_VAR.to_owned(), value));
-        }
-    }
 }
 
 fn parse_cwd(cwd: String) -> Result<PathBuf, AgentError> {
@@ -328,18 +315,5 @@ mod tests {
                 additional_gids: vec![Gid::from_raw(5), Gid::from_raw(6)],
             })
         );
-    }
-
-    #[test]
-    fn processes_inherit_the_agents_glibc_tunables_unless_set() {
-        let mut env = vec![("PATH".to_owned(), "/bin".to_owned())];
-        inherit_from_agent(&mut env, Some("glibc.cpu.hwcaps=-AVX2".into()));
-        assert!(env.contains(&(INHERITED_VAR.into(), "glibc.cpu.hwcaps=-AVX2".into())));
-        let mut own = vec![(INHERITED_VAR.to_owned(), "mine".to_owned())];
-        inherit_from_agent(&mut own, Some("agent".into()));
-        assert_eq!(own, vec![(INHERITED_VAR.to_owned(), "mine".to_owned())]);
-        let mut none = Vec::new();
-        inherit_from_agent(&mut none, None);
-        assert!(none.is_empty());
     }
 }

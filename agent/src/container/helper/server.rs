@@ -51,10 +51,22 @@ fn init_logging() {
         .ok()
         .and_then(|level| level.parse().ok())
         .unwrap_or(tracing::level_filters::LevelFilter::WARN);
+    // Log to a private copy of the helper's stderr (the guest console), not
+    // to fd 2: libcontainer logs from inside the container's init after fd 2
+    // became the container's stderr or terminal, and its messages must not
+    // end up in the container's output. The copy is close-on-exec, so the
+    // container's program never inherits it.
+    let console = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from);
+    let Ok(console) = console else {
+        return;
+    };
     // Fails only if a subscriber is already installed, which is then used.
     let _already_installed = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
+        .with_writer(std::sync::Mutex::new(console))
         .with_ansi(false)
         .without_time()
         .try_init();

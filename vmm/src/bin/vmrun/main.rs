@@ -2,6 +2,7 @@
 
 mod boot;
 mod console_tail;
+mod container;
 mod run;
 mod runtime_dir;
 mod tty;

@@ -16,6 +16,8 @@ use vmrun_agent::client::{dial_hybrid_vsock, AgentClient, ClientError, ExecComma
 use crate::console_tail::ConsoleTail;
 use crate::runtime_dir::RuntimeDir;
 use crate::{tty, VmArgs};
+use std::path::PathBuf;
+use vmm::oci::{self, ContainerPlan};
 
 /// Exit status when vmrun itself fails (as `docker run` does).
 pub const VMRUN_FAILURE: i32 = 125;
@@ -47,24 +49,63 @@ pub struct RunArgs {
     /// Seconds to wait for the guest agent to answer.
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     boot_timeout: u64,
-    /// The command and its arguments.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// Run the OCI bundle in DIR (its config.json and rootfs) as a container.
+    #[arg(long, value_name = "DIR", conflicts_with = "rootfs")]
+    bundle: Option<PathBuf>,
+    /// Run CMD in a container whose root filesystem is the host directory
+    /// DIR (runtime-spec defaults, writable overlay; the host copy is never
+    /// written).
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// The command and its arguments (with --bundle: none, the spec says).
+    #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+impl RunArgs {
+    /// The container to run, if this is a container run.
+    fn container_plan(&self) -> Result<Option<ContainerPlan>, String> {
+        let id = format!("vmrun-{}", std::process::id());
+        if let Some(bundle) = &self.bundle {
+            if !self.command.is_empty() || !self.env.is_empty() || self.workdir.is_some() {
+                return Err("--bundle runs what its config.json says: drop CMD, -e and -w".into());
+            }
+            let mut plan = oci::plan_bundle(bundle, &id).map_err(|e| e.to_string())?;
+            plan.terminal |= self.tty;
+            return Ok(Some(plan));
+        }
+        if let Some(rootfs) = &self.rootfs {
+            let command = oci::RootfsCommand {
+                args: &self.command,
+                env: &self.env,
+                cwd: self.workdir.as_deref(),
+                terminal: self.tty,
+            };
+            return oci::plan_rootfs(rootfs, &id, &command)
+                .map(Some)
+                .map_err(|e| e.to_string());
+        }
+        Ok(None)
+    }
 }
 
 /// Runs the command; returns the exit status vmrun should end with.
 pub fn run(args: RunArgs) -> Result<i32, String> {
+    if args.command.is_empty() && args.bundle.is_none() {
+        return Err("nothing to run: give a command after `--`, or --bundle DIR".into());
+    }
     for var in &args.env {
         if !var.contains('=') || var.starts_with('=') {
             return Err(format!("-e {var:?}: expected KEY=VALUE"));
         }
     }
+    let container = args.container_plan()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let result = runtime.block_on(run_in_vm(&args));
+    let result = runtime.block_on(run_in_vm(&args, container.as_ref()));
     // A blocking read of the host's stdin may still be pending: do not wait for it.
     runtime.shutdown_background();
     result
@@ -93,15 +134,23 @@ impl std::fmt::Display for Timings {
     }
 }
 
-async fn run_in_vm(args: &RunArgs) -> Result<i32, String> {
+async fn run_in_vm(args: &RunArgs, container: Option<&ContainerPlan>) -> Result<i32, String> {
     let started = Instant::now();
     let mut timings = Timings::default();
     let dir = RuntimeDir::create(&crate::vm_name())?;
-    let config = args.vm.config(dir.vsock_socket());
+    let mut config = args.vm.config(dir.vsock_socket());
+    if let Some(plan) = container {
+        config.shares.extend(plan.shares());
+    }
     let console = ConsoleTail::new(args.console);
     let mut vm = Vm::start(&config, console.clone()).map_err(|e| e.to_string())?;
     timings.vm_started = Some(started.elapsed());
-    let result = supervise(&vm, &console, session(args, &dir, started, &mut timings)).await;
+    let result = supervise(
+        &vm,
+        &console,
+        session(args, container, &dir, started, &mut timings),
+    )
+    .await;
     timings.command_exited.get_or_insert(started.elapsed());
     vm.stop();
     timings.vm_stopped = Some(started.elapsed());
@@ -154,6 +203,7 @@ fn client_error(what: &str, err: ClientError) -> String {
 /// Connects to the agent, runs the command with our stdio, returns its status.
 async fn session(
     args: &RunArgs,
+    container: Option<&ContainerPlan>,
     dir: &RuntimeDir,
     started: Instant,
     timings: &mut Timings,
@@ -164,6 +214,34 @@ async fn session(
         .map_err(|e| client_error("the guest agent did not answer", e))?;
     timings.agent_ready = Some(started.elapsed());
 
+    let launched = match container {
+        Some(plan) => crate::container::create(&agent, plan).await?,
+        None => match exec_command(args, &agent).await? {
+            Ok(launched) => launched,
+            Err(status) => return Ok(status),
+        },
+    };
+    let status = attach_and_wait(&agent, &launched, timings, started).await;
+    if let Some(plan) = container {
+        crate::container::finish(&agent, plan).await;
+    }
+    status
+}
+
+/// A process whose stdio the host attaches to.
+pub struct Launched {
+    pub exec_id: ExecId,
+    pub terminal: bool,
+    /// The container to start once output is attached.
+    pub container: Option<String>,
+}
+
+/// Starts the plain command; `Err(status)` when it cannot start the way a
+/// shell reports it (127 not found, 126 not executable).
+async fn exec_command(
+    args: &RunArgs,
+    agent: &AgentClient,
+) -> Result<Result<Launched, i32>, String> {
     let mut command = ExecCommand::new(args.command.iter().cloned());
     for var in &args.env {
         command = command.env(var.clone());
@@ -171,15 +249,16 @@ async fn session(
     if let Some(dir) = &args.workdir {
         command = command.cwd(dir.clone());
     }
-    let stdin = std::io::stdin();
-    let host_tty = args.tty && stdin.is_terminal();
     if args.tty {
-        let (rows, cols) = tty::size(std::io::stdout()).unwrap_or((24, 80));
+        let (rows, cols) = terminal_size();
         command = command.terminal(rows, cols);
     }
-
-    let process = match agent.exec(command).await {
-        Ok(process) => process,
+    match agent.exec(command).await {
+        Ok(process) => Ok(Ok(Launched {
+            exec_id: process.exec_id,
+            terminal: args.tty,
+            container: None,
+        })),
         Err(err) => {
             let status = match err.code() {
                 Some(tonic::Code::NotFound) => 127,
@@ -187,23 +266,39 @@ async fn session(
                 _ => return Err(client_error("cannot start the command", err)),
             };
             eprintln!("vmrun: {}: {err}", args.command[0]);
-            return Ok(status);
+            Ok(Err(status))
         }
-    };
-    let id = process.exec_id;
-    let raw = if host_tty {
+    }
+}
+
+/// The host terminal's size, or 24x80 when stdout is no terminal.
+pub fn terminal_size() -> (u16, u16) {
+    tty::size(std::io::stdout()).unwrap_or((24, 80))
+}
+
+/// Connects stdio to the launched process, starts it if it is a created
+/// container, forwards signals, and returns its exit status.
+async fn attach_and_wait(
+    agent: &AgentClient,
+    launched: &Launched,
+    timings: &mut Timings,
+    started: Instant,
+) -> Result<i32, String> {
+    let id = &launched.exec_id;
+    let stdin = std::io::stdin();
+    let raw = if launched.terminal && stdin.is_terminal() {
         Some(tty::RawMode::enable(stdin.as_fd()).map_err(|e| format!("cannot set raw mode: {e}"))?)
     } else {
         None
     };
 
-    let stdout = spawn_output(agent.read_stdout(&id).await, tokio::io::stdout());
+    let stdout = spawn_output(agent.read_stdout(id).await, tokio::io::stdout());
     // With a terminal the guest merges stderr into the terminal.
-    let stderr = if args.tty {
+    let stderr = if launched.terminal {
         None
     } else {
         Some(spawn_output(
-            agent.read_stderr(&id).await,
+            agent.read_stderr(id).await,
             tokio::io::stderr(),
         ))
     };
@@ -212,8 +307,14 @@ async fn session(
         let id = id.clone();
         tokio::spawn(async move { agent.copy_stdin(&id, tokio::io::stdin()).await })
     };
+    if let Some(container) = &launched.container {
+        agent
+            .start_container(container)
+            .await
+            .map_err(|e| client_error("cannot start the container", e))?;
+    }
 
-    let exit = wait_forwarding_signals(&agent, &id, args.tty).await;
+    let exit = wait_forwarding_signals(agent, id, launched.terminal).await;
     timings.command_exited = Some(started.elapsed());
     for output in [Some(stdout), stderr].into_iter().flatten() {
         match tokio::time::timeout(OUTPUT_DRAIN, output).await {

@@ -1,0 +1,59 @@
+//! `vmrun run --bundle` with what a runc user has: a bundle whose
+//! config.json comes straight from `runc spec`.
+
+use std::process::Command;
+
+use vmrun_tests::{busybox_bundle, run, vmrun_bin, BOOT_DEADLINE};
+
+#[test]
+fn runc_spec_bundle_runs_unchanged_apart_from_its_command() {
+    let dir = std::env::temp_dir().join(format!("vmrun-run-bundle-{}", std::process::id()));
+    busybox_bundle(&dir);
+    // Replace rootfs-builder's config.json by runc's own.
+    std::fs::remove_file(dir.join("config.json")).expect("remove config.json");
+    let spec = Command::new("runc")
+        .arg("spec")
+        .current_dir(&dir)
+        .status()
+        .expect("run `runc spec` (setup.sh installs runc)");
+    assert!(spec.success());
+    let config = std::fs::read_to_string(dir.join("config.json")).expect("read config.json");
+    let config = config.replacen(
+        "\"sh\"",
+        "\"sh\", \"-c\", \"hostname; touch /x || echo read-only; exit 3\"",
+        1,
+    );
+    std::fs::write(dir.join("config.json"), config).expect("write config.json");
+
+    let done = run(
+        Command::new(vmrun_bin())
+            .args(["run", "--bundle"])
+            .arg(&dir),
+        BOOT_DEADLINE,
+    );
+    std::fs::remove_dir_all(&dir).expect("clean up");
+    assert_eq!(done.status.code(), Some(3), "{done:?}");
+    // runc's defaults: hostname "runc", a read-only root, a terminal.
+    assert!(done.stdout.contains("runc"), "{done:?}");
+    assert!(done.stdout.contains("read-only"), "{done:?}");
+}
+
+#[test]
+fn invalid_config_is_refused_naming_the_field_before_any_vm_starts() {
+    let dir = std::env::temp_dir().join(format!("vmrun-bad-bundle-{}", std::process::id()));
+    busybox_bundle(&dir);
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"ociVersion": "1.0.2", "process": {"cwd": "/", "args": []}, "root": {"path": "rootfs"}}"#,
+    )
+    .expect("write config.json");
+    let done = run(
+        Command::new(vmrun_bin())
+            .args(["run", "--bundle"])
+            .arg(&dir),
+        std::time::Duration::from_secs(30),
+    );
+    std::fs::remove_dir_all(&dir).expect("clean up");
+    assert_eq!(done.status.code(), Some(125), "{done:?}");
+    assert!(done.stderr.contains("process.args is empty"), "{done:?}");
+}
