@@ -18,7 +18,7 @@ pub struct Measurement {
 
 /// Spawns `cmd`, notes when a stdout line contains `marker`, waits for it
 /// with `wait4` to get its resource usage.
-pub fn measure(cmd: &mut Command, marker: &str) -> anyhow::Result<Measurement> {
+pub fn measure(cmd: &mut Command, marker: &str, limit: Duration) -> anyhow::Result<Measurement> {
     let started = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -27,6 +27,16 @@ pub fn measure(cmd: &mut Command, marker: &str) -> anyhow::Result<Measurement> {
         .spawn()
         .with_context(|| format!("cannot start {cmd:?}"))?;
     let stdout = child.stdout.take().context("no stdout pipe")?;
+    // A stuck guest must not stall the benchmark: kill it at the limit.
+    let pid = child.id() as libc::pid_t;
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(limit).is_err() {
+            // SAFETY: kill(2) of our own child: it is reaped only after this
+            // thread has been stopped and joined.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
     let mut to_marker = None;
     for line in BufReader::new(stdout).split(b'\n') {
         let line = line.context("reading stdout")?;
@@ -34,7 +44,8 @@ pub fn measure(cmd: &mut Command, marker: &str) -> anyhow::Result<Measurement> {
             to_marker = Some(started.elapsed());
         }
     }
-    let pid = child.id() as libc::pid_t;
+    let _ = done_tx.send(());
+    let _ = watchdog.join();
     let mut status = 0;
     // SAFETY: rusage is plain data that wait4 fills in; zero is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
