@@ -44,7 +44,7 @@ fn invalid_config_is_refused_naming_the_field_before_any_vm_starts() {
     busybox_bundle(&dir);
     std::fs::write(
         dir.join("config.json"),
-        r#"{"ociVersion": "1.0.2", "process": {"cwd": "/", "args": []}, "root": {"path": "rootfs"}}"#,
+        r#"{"ociVersion": "1.0.2", "process": {"cwd": "/", "args": [], "user": {"uid": 0, "gid": 0}}, "root": {"path": "rootfs"}}"#,
     )
     .expect("write config.json");
     let done = run(
