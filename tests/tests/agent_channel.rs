@@ -5,48 +5,15 @@
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+mod common;
 
 use bytes::Bytes;
-use vmm::{Vm, VmConfig};
-use vmrun_agent::client::{dial_hybrid_vsock, AgentClient, ExecCommand, ProcessExit};
-
-struct Guest {
-    vm: Vm,
-    dir: PathBuf,
-    agent: AgentClient,
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        self.vm.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use common::Guest;
+use vmm::VmConfig;
+use vmrun_agent::client::{AgentClient, ExecCommand, ProcessExit};
 
 async fn boot() -> Guest {
-    // VMM logs (VMRUN_LOG=debug for more) land in the test's output.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VMRUN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
-    let dir = std::env::temp_dir().join(format!("vmrun-agent-channel-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("vsock.sock");
-    let config = VmConfig {
-        vsock_uds: Some(socket.clone()),
-        ..VmConfig::default()
-    };
-    let vm = Vm::start(&config, std::io::stderr()).expect("start VM");
-    let deadline = Instant::now() + Duration::from_secs(400);
-    let agent = dial_hybrid_vsock(&socket, 1024, deadline)
-        .await
-        .expect("agent answers");
-    Guest { vm, dir, agent }
+    common::boot(&common::test_dir("agent-channel"), Vec::new()).await
 }
 
 async fn run(

@@ -5,56 +5,32 @@
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+mod common;
 
+use common::Guest;
 use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 use vmm::config::SharedDir;
-use vmm::{Vm, VmConfig};
-use vmrun_agent::client::{
-    dial_hybrid_vsock, AgentClient, ContainerCreate, ProcessExit, StorageMount,
-};
+use vmrun_agent::client::{AgentClient, ContainerCreate, ProcessExit, StorageMount};
 use vmrun_tests::busybox_bundle;
 
 const ROOTFS_MOUNT: &str = "/run/vmrun/rootfs/shared";
 
-struct Guest {
-    vm: Vm,
-    dir: PathBuf,
-    agent: AgentClient,
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        self.vm.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 async fn boot() -> Guest {
-    let dir = std::env::temp_dir().join(format!("vmrun-containers-{}", std::process::id()));
+    let dir = common::test_dir("containers");
     busybox_bundle(&dir.join("bundle"));
-    let socket = dir.join("vsock.sock");
-    let config = VmConfig {
-        vsock_uds: Some(socket.clone()),
-        shares: vec![SharedDir {
-            tag: "rootfs".into(),
-            path: dir.join("bundle/rootfs"),
-            read_only: true,
-        }],
-        ..VmConfig::default()
+    let rootfs = SharedDir {
+        tag: "rootfs".into(),
+        path: dir.join("bundle/rootfs"),
+        read_only: true,
     };
-    let vm = Vm::start(&config, std::io::stderr()).expect("start VM");
-    let deadline = Instant::now() + Duration::from_secs(400);
-    let agent = dial_hybrid_vsock(&socket, 1024, deadline)
-        .await
-        .expect("agent answers");
-    agent
+    let guest = common::boot(&dir, vec![rootfs]).await;
+    guest
+        .agent
         .mount_storage(StorageMount::virtiofs("rootfs", ROOTFS_MOUNT).read_only())
         .await
         .expect("mount the rootfs share");
-    Guest { vm, dir, agent }
+    guest
 }
 
 /// `runc spec` defaults, running `args`, not on a terminal, with a writable

@@ -1,0 +1,60 @@
+//! A real microVM with its agent dialled, shared by the integration tests
+//! that drive the agent API directly.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use vmm::config::SharedDir;
+use vmm::{Vm, VmConfig};
+use vmrun_agent::client::{dial_hybrid_vsock, AgentClient};
+
+/// A booted guest; dropping it stops the VM and removes its directory.
+pub struct Guest {
+    pub vm: Vm,
+    pub dir: PathBuf,
+    pub agent: AgentClient,
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        self.vm.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The per-test directory `name` (socket, bundles), created empty.
+pub fn test_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmrun-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the test directory");
+    dir
+}
+
+/// Boots the installed kernel and initramfs with `shares`, the guest
+/// console on stderr (shown when the test fails), and waits for the agent.
+pub async fn boot(dir: &Path, shares: Vec<SharedDir>) -> Guest {
+    // VMM logs (VMRUN_LOG=debug for more) land in the test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VMRUN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+    let socket = dir.join("vsock.sock");
+    let config = VmConfig {
+        vsock_uds: Some(socket.clone()),
+        shares,
+        ..VmConfig::default()
+    };
+    let vm = Vm::start(&config, std::io::stderr()).expect("start VM");
+    let deadline = Instant::now() + Duration::from_secs(400);
+    let agent = dial_hybrid_vsock(&socket, 1024, deadline)
+        .await
+        .expect("agent answers");
+    Guest {
+        vm,
+        dir: dir.to_path_buf(),
+        agent,
+    }
+}
