@@ -33,8 +33,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
     }
 }
 
-const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
-const GROUP: &str = "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n";
+pub(crate) const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+pub(crate) const GROUP: &str = "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n";
 
 /// Writes `dir/rootfs` (busybox, its applets, /etc/passwd and group, the
 /// usual mount points) and `dir/config.json` (the runtime-spec defaults

@@ -3,6 +3,7 @@
 mod bundle;
 mod cpio;
 mod initramfs;
+mod oci_image;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,23 @@ enum Command {
         #[arg(long, short)]
         output: PathBuf,
     },
+    /// Write a busybox OCI image-layout tarball for `ctr images import`: a
+    /// shell image (`sh`) and a pause image (`sleep 2147483647`, for the
+    /// CRI plugin's sandbox_image) sharing one layer.
+    OciImage {
+        /// A static busybox.
+        #[arg(long, default_value = "/bin/busybox")]
+        busybox: PathBuf,
+        /// The shell image's name (repeatable).
+        #[arg(long = "name", value_name = "REF", default_value = oci_image::DEFAULT_NAME)]
+        names: Vec<String>,
+        /// The pause image's name (repeatable).
+        #[arg(long = "pause-name", value_name = "REF", default_value = oci_image::DEFAULT_PAUSE_NAME)]
+        pause_names: Vec<String>,
+        /// Where to write the tarball.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +73,25 @@ fn main() -> ExitCode {
         Command::Bundle { busybox, output } => bundle::build(&busybox, &output)
             .map(|()| eprintln!("rootfs-builder: wrote bundle {}", output.display()))
             .map_err(|e| e.to_string()),
+        Command::OciImage {
+            busybox,
+            names,
+            pause_names,
+            output,
+        } => {
+            let images = names
+                .into_iter()
+                .map(|n| (n, oci_image::Flavor::Shell))
+                .chain(
+                    pause_names
+                        .into_iter()
+                        .map(|n| (n, oci_image::Flavor::Pause)),
+                )
+                .collect();
+            oci_image::build(&oci_image::OciImageSpec { busybox, images }, &output)
+                .map(|()| eprintln!("rootfs-builder: wrote OCI image {}", output.display()))
+                .map_err(|e| e.to_string())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
