@@ -20,6 +20,12 @@ packages=(
     qemu-system-x86
     # `runc spec` bundles in the tests
     runc
+    # the containerd shim's tests: containerd 1.6 (ctr, the CRI plugin) with
+    # CNI plugins in /usr/lib/cni; protoc for the k8s-cri crate's build
+    # (it runs prost-build itself, so the vendored protoc cannot be handed
+    # to it). The tests start their own containerd; the system service, if
+    # the package starts one, is not used.
+    containerd containernetworking-plugins protobuf-compiler
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod containerd;
+pub mod cri;
+
 /// Guests boot in ~30-50 s on a software-KVM host; leave generous room.
 pub const BOOT_DEADLINE: Duration = Duration::from_secs(420);
 
@@ -79,13 +82,19 @@ impl std::fmt::Debug for Finished {
 
 /// Runs `cmd` to completion, killing it if it outlives `deadline`.
 pub fn run(cmd: &mut Command, deadline: Duration) -> Finished {
+    try_run(cmd, deadline).unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// [`run`] that reports a command that cannot start or outlives `deadline`
+/// (killed) as an error instead of panicking: for clean-up paths (`Drop`).
+pub fn try_run(cmd: &mut Command, deadline: Duration) -> Result<Finished, String> {
     let started = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn command under test");
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
     let mut stdout = child.stdout.take().expect("stdout pipe");
     let mut stderr = child.stderr.take().expect("stderr pipe");
     let out = std::thread::spawn(move || {
@@ -99,25 +108,30 @@ pub fn run(cmd: &mut Command, deadline: Duration) -> Finished {
         s
     });
     let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for command") {
-            break status;
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => return Err(format!("cannot wait for {cmd:?}: {e}")),
         }
         if started.elapsed() > deadline {
             let _ = child.kill();
-            let status = child.wait().expect("wait for killed command");
+            let status = child
+                .wait()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string());
             let stdout = out.join().unwrap_or_default();
             let stderr = err.join().unwrap_or_default();
-            panic!(
+            return Err(format!(
                 "command {cmd:?} still running after {deadline:?}; killed ({status})\n\
                  --- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
-            );
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    Finished {
+    Ok(Finished {
         status,
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
         elapsed: started.elapsed(),
-    }
+    })
 }
