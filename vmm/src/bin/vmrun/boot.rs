@@ -1,5 +1,6 @@
 //! `vmrun boot`: boot a microVM, stream its console, report how far it got.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -24,11 +25,39 @@ pub struct BootArgs {
     /// otherwise none).
     #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
+    /// Put the host end of the guest's vsock (hybrid vsock: a Unix socket)
+    /// at PATH instead of a private runtime directory; for a supervisor
+    /// such as the containerd shim that talks to the agent itself.
+    #[arg(long, value_name = "PATH")]
+    vsock: Option<PathBuf>,
+}
+
+/// Where a booted VM's sockets live: a private runtime directory removed
+/// at exit, or the path the caller chose.
+enum VsockPlace {
+    Private(RuntimeDir),
+    Given(PathBuf),
+}
+
+impl VsockPlace {
+    fn new(args: &BootArgs) -> Result<Self, String> {
+        match &args.vsock {
+            Some(path) => Ok(Self::Given(path.clone())),
+            None => RuntimeDir::create(&crate::vm_name()).map(Self::Private),
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        match self {
+            Self::Private(dir) => dir.vsock_socket(),
+            Self::Given(path) => path.clone(),
+        }
+    }
 }
 
 impl BootArgs {
-    fn config(&self, dir: &RuntimeDir) -> vmm::VmConfig {
-        let mut config = self.vm.config(dir.vsock_socket());
+    fn config(&self, vsock: &VsockPlace) -> vmm::VmConfig {
+        let mut config = self.vm.config(vsock.socket());
         if self.exit_when_ready {
             config.extra_cmdline.push(EXIT_WHEN_READY_FLAG.to_string());
         }
@@ -38,8 +67,8 @@ impl BootArgs {
 
 /// `vmrun cmdline`.
 pub fn print_cmdline(args: &BootArgs) -> Result<(), String> {
-    let dir = RuntimeDir::create(&crate::vm_name())?;
-    let cmdline = vmm::vm::kernel_cmdline(&args.config(&dir)).map_err(|e| e.to_string())?;
+    let vsock = VsockPlace::new(args)?;
+    let cmdline = vmm::vm::kernel_cmdline(&args.config(&vsock)).map_err(|e| e.to_string())?;
     println!("{cmdline}");
     Ok(())
 }
@@ -47,8 +76,8 @@ pub fn print_cmdline(args: &BootArgs) -> Result<(), String> {
 /// `vmrun boot`.
 pub fn boot(args: BootArgs) -> Result<(), String> {
     let started = Instant::now();
-    let dir = RuntimeDir::create(&crate::vm_name())?;
-    let config = args.config(&dir);
+    let vsock = VsockPlace::new(&args)?;
+    let config = args.config(&vsock);
     let timeout = args
         .timeout
         .or(args.exit_when_ready.then_some(600))

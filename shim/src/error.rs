@@ -1,0 +1,125 @@
+//! The shim's errors, and the one place they become ttrpc status codes.
+
+use containerd_shim::protos::ttrpc::{self, Code};
+use vmrun_agent::client::ClientError;
+
+/// Everything a Task API call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    /// The request names something this shim does not have.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request names something that exists already.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// The request is malformed or asks for something impossible.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The object is not in a state where the request makes sense.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// vmrun does not do this.
+    #[error("{0} is not supported by vmrun")]
+    Unsupported(&'static str),
+    /// The bundle's config.json cannot be used.
+    #[error("bundle {bundle}: {problem}")]
+    Bundle { bundle: String, problem: String },
+    /// A host-side operation (mount, file, process) failed.
+    #[error("{what}: {source}")]
+    Host {
+        what: String,
+        source: std::io::Error,
+    },
+    /// The microVM could not be started or has stopped.
+    #[error("microVM: {0}")]
+    Vm(String),
+    /// The guest agent refused or failed a call.
+    #[error("guest agent: {0}")]
+    Agent(#[from] ClientError),
+    /// The shim's configuration file is wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl ShimError {
+    /// A host I/O failure, saying what was being done.
+    pub fn host(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Host { what, source }
+    }
+
+    /// An errno from a nix call, saying what was being done.
+    pub fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> Self {
+        let what = what.into();
+        move |errno| Self::Host {
+            what,
+            source: std::io::Error::from(errno),
+        }
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            Self::NotFound(_) => Code::NOT_FOUND,
+            Self::AlreadyExists(_) => Code::ALREADY_EXISTS,
+            Self::InvalidArgument(_) | Self::Bundle { .. } | Self::Config(_) => {
+                Code::INVALID_ARGUMENT
+            }
+            Self::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
+            Self::Unsupported(_) => Code::UNIMPLEMENTED,
+            Self::Host { .. } => Code::INTERNAL,
+            Self::Vm(_) => Code::UNAVAILABLE,
+            Self::Agent(err) => match err.code() {
+                Some(tonic::Code::NotFound) => Code::NOT_FOUND,
+                Some(tonic::Code::AlreadyExists) => Code::ALREADY_EXISTS,
+                Some(tonic::Code::InvalidArgument) => Code::INVALID_ARGUMENT,
+                Some(tonic::Code::FailedPrecondition) => Code::FAILED_PRECONDITION,
+                Some(tonic::Code::PermissionDenied) => Code::PERMISSION_DENIED,
+                Some(tonic::Code::Unimplemented) => Code::UNIMPLEMENTED,
+                Some(_) => Code::INTERNAL,
+                None => Code::UNAVAILABLE,
+            },
+        }
+    }
+}
+
+/// containerd reads the code (NotFound, AlreadyExists, ...) to decide what
+/// happened; the message is what `ctr` and the kubelet show.
+impl From<ShimError> for ttrpc::Error {
+    fn from(err: ShimError) -> Self {
+        tracing::debug!("request failed: {err}");
+        ttrpc::Error::RpcStatus(ttrpc::get_status(err.code(), err.to_string()))
+    }
+}
+
+pub type Result<T, E = ShimError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(err: ShimError) -> (Code, String) {
+        match ttrpc::Error::from(err) {
+            ttrpc::Error::RpcStatus(status) => (status.code(), status.message.clone()),
+            other => panic!("not a status: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn codes_follow_the_kind_of_failure() {
+        assert_eq!(
+            status(ShimError::NotFound("container c1".into())),
+            (Code::NOT_FOUND, "container c1 not found".into())
+        );
+        assert_eq!(
+            status(ShimError::Unsupported("checkpoint")).0,
+            Code::UNIMPLEMENTED
+        );
+        let agent = ClientError::Rpc {
+            op: "start container",
+            status: tonic::Status::not_found("no container c2"),
+        };
+        let (code, message) = status(ShimError::Agent(agent));
+        assert_eq!(code, Code::NOT_FOUND);
+        assert!(message.contains("no container c2"), "{message}");
+    }
+}

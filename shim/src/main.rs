@@ -1,0 +1,42 @@
+//! `containerd-shim-vmrun-v2`: containerd's runtime `io.containerd.vmrun.v2`.
+//! Every pod (or `ctr run` container) gets its own microVM, run by a
+//! `vmrun` VMM process; containers are created in it through the guest
+//! agent.
+
+mod config;
+mod container;
+mod error;
+mod events;
+mod guest_spec;
+mod host_mounts;
+mod metrics;
+mod options;
+mod process;
+mod sandbox;
+mod sandbox_dir;
+mod service;
+mod shim;
+mod stdio;
+mod vmm_process;
+
+use containerd_shim::Config;
+
+const RUNTIME_ID: &str = "io.containerd.vmrun.v2";
+
+#[tokio::main]
+async fn main() {
+    // The log level comes from the default configuration file; a broken
+    // file is reported when a sandbox is created.
+    let log_level = config::ShimConfig::load(None)
+        .map(|c| c.log_level)
+        .unwrap_or_else(|_| "info".to_string());
+    let config = Config {
+        default_log_level: log_level,
+        // The shim's only children are VMMs and loggers, which it waits
+        // for itself (tokio); a catch-all reaper would steal their exits.
+        no_reaper: true,
+        no_sub_reaper: true,
+        ..Default::default()
+    };
+    containerd_shim::asynchronous::run::<shim::VmrunShim>(RUNTIME_ID, Some(config)).await;
+}
