@@ -48,11 +48,13 @@ cd "$root"
 LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
 RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --quiet --release --locked -p vmrun-agent --target x86_64-unknown-linux-gnu
-cargo build --quiet --release --locked -p vmm -p rootfs-builder
+cargo build --quiet --release --locked -p vmm -p rootfs-builder -p containerd-shim-vmrun-v2
 target=${CARGO_TARGET_DIR:-$root/target}
 "$target/release/rootfs-builder" initramfs \
     --agent "$target/x86_64-unknown-linux-gnu/release/vmrun-agent" \
     --busybox /bin/busybox \
     --output "$share/initramfs.cpio"
 install -m 0755 "$target/release/vmrun" "$bindir/vmrun"
-echo "setup: installed vmrun to $bindir, kernel and initramfs to $share" >&2
+# containerd finds runtime `io.containerd.vmrun.v2` as this binary on its PATH.
+install -m 0755 "$target/release/containerd-shim-vmrun-v2" "$bindir/containerd-shim-vmrun-v2"
+echo "setup: installed vmrun and containerd-shim-vmrun-v2 to $bindir, kernel and initramfs to $share" >&2

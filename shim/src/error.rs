@@ -86,7 +86,7 @@ impl ShimError {
 /// happened; the message is what `ctr` and the kubelet show.
 impl From<ShimError> for ttrpc::Error {
     fn from(err: ShimError) -> Self {
-        tracing::debug!("request failed: {err}");
+        tracing::warn!("request failed: {err}");
         ttrpc::Error::RpcStatus(ttrpc::get_status(err.code(), err.to_string()))
     }
 }

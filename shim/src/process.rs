@@ -93,6 +93,12 @@ impl Process {
             namespace,
             vm_stopped,
         } = attach;
+        tracing::debug!(
+            container_id,
+            exec_id = self.exec_id,
+            guest_pid,
+            "attaching stdio"
+        );
         let _ = self.agent_id.set(exec.clone());
         let _ = self.guest_pid.set(guest_pid);
         let outputs =
@@ -129,6 +135,7 @@ impl Process {
                     VM_GONE_STATUS
                 }
             };
+            tracing::debug!(container_id, exec_id = process.exec_id, status, "exited");
             let at = SystemTime::now();
             for copy in copies {
                 if tokio::time::timeout(OUTPUT_DRAIN, copy).await.is_err() {

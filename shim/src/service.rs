@@ -620,6 +620,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
+        tracing::info!(container = req.id, exec = req.exec_id, "start");
         Ok(TaskService::start(self, req).await?)
     }
 
@@ -628,15 +629,23 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
+        tracing::info!(container = req.id, exec = req.exec_id, "delete");
         Ok(TaskService::delete(self, req).await?)
     }
 
     async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
+        tracing::info!(container = req.id, exec = req.exec_id, "exec");
         TaskService::exec(self, req).await?;
         Ok(Empty::new())
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
+        tracing::info!(
+            container = req.id,
+            exec = req.exec_id,
+            signal = req.signal,
+            "kill"
+        );
         TaskService::kill(self, req).await?;
         Ok(Empty::new())
     }
@@ -654,6 +663,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::WaitRequest,
     ) -> TtrpcResult<api::WaitResponse> {
+        tracing::debug!(container = req.id, exec = req.exec_id, "wait");
         Ok(TaskService::wait(self, req).await?)
     }
 
@@ -666,11 +676,13 @@ impl Task for TaskService {
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<Empty> {
+        tracing::info!(container = req.id, "pause");
         TaskService::pause(self, req).await?;
         Ok(Empty::new())
     }
 
     async fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<Empty> {
+        tracing::info!(container = req.id, "resume");
         TaskService::resume(self, req).await?;
         Ok(Empty::new())
     }
@@ -697,6 +709,7 @@ impl Task for TaskService {
     }
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<Empty> {
+        tracing::debug!(container = req.id, exec = req.exec_id, "close io");
         TaskService::close_io(self, req).await?;
         Ok(Empty::new())
     }

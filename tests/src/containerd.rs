@@ -245,6 +245,8 @@ impl Containerd {
             .arg("--log-level")
             .arg("debug")
             .env("PATH", path)
+            // The shims it starts keep their sandbox directories here.
+            .env("VMRUN_RUNTIME_DIR", dir.join("vmrun"))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -392,6 +394,14 @@ impl Containerd {
     /// network namespaces), deepest first.
     pub fn mounts(&self) -> Vec<PathBuf> {
         mounts_under(&self.dir)
+    }
+
+    /// The vmrun sandbox directories (one per live microVM) the shims
+    /// started by this containerd have.
+    pub fn vmrun_sandboxes(&self) -> Vec<PathBuf> {
+        fs::read_dir(self.dir.join("vmrun").join("sb"))
+            .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default()
     }
 
     /// Processes other than containerd that belong to this fixture: with

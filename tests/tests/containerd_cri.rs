@@ -116,12 +116,14 @@ async fn pod_containers_share_one_vm_and_leave_nothing_behind() {
     loop {
         let procs = ctrd.processes();
         let mounts = ctrd.mounts();
-        if procs.is_empty() && mounts.is_empty() {
+        let sandboxes = ctrd.vmrun_sandboxes();
+        if procs.is_empty() && mounts.is_empty() && sandboxes.is_empty() {
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(30),
-            "30 s after RemovePodSandbox: processes {procs:?}, mounts {mounts:?}"
+            "30 s after RemovePodSandbox: processes {procs:?}, mounts {mounts:?}, \
+             vmrun sandbox directories {sandboxes:?}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

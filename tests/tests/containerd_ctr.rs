@@ -61,6 +61,16 @@ fn assert_nothing_left(ctrd: &Containerd) {
     let containers = ctrd.ctr(&["containers", "ls", "--quiet"]);
     ok(ctrd, "ctr containers ls", &containers);
     assert_eq!(containers.stdout.trim(), "", "containers left");
+    assert_eq!(
+        ctrd.mounts(),
+        Vec::<std::path::PathBuf>::new(),
+        "mounts left"
+    );
+    assert_eq!(
+        ctrd.vmrun_sandboxes(),
+        Vec::<std::path::PathBuf>::new(),
+        "vmrun sandbox directories left"
+    );
 }
 
 #[test]

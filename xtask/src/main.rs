@@ -2,6 +2,7 @@
 //! measured in the same run. Benchmarks print numbers; they assert nothing.
 
 mod boot_bench;
+mod containerd_bench;
 mod measure;
 
 use clap::{Parser, Subcommand};
@@ -17,10 +18,14 @@ struct Cli {
 enum Command {
     /// Boot benchmarks: vmrun against QEMU's microvm machine.
     Bench(boot_bench::BenchArgs),
+    /// containerd: `ctr run --rm ... true` with runc and with vmrun, and the
+    /// host memory of a vmrun pod.
+    BenchContainerd(containerd_bench::ContainerdBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => boot_bench::run(&args),
+        Command::BenchContainerd(args) => containerd_bench::run(&args),
     }
 }
