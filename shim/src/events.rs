@@ -12,31 +12,20 @@ use containerd_shim::Context;
 /// containerd's events endpoint, for one namespace.
 #[derive(Clone)]
 pub struct Events {
-    publisher: Option<Arc<RemotePublisher>>,
+    publisher: Arc<RemotePublisher>,
     namespace: String,
 }
 
 impl Events {
     pub fn new(publisher: RemotePublisher, namespace: &str) -> Self {
         Self {
-            publisher: Some(Arc::new(publisher)),
+            publisher: Arc::new(publisher),
             namespace: namespace.to_string(),
         }
     }
 
-    /// Events that go nowhere (unit tests).
-    #[cfg(test)]
-    pub fn discard() -> Self {
-        Self {
-            publisher: None,
-            namespace: "test".to_string(),
-        }
-    }
-
     pub fn publish<E: Event + Send + 'static>(&self, event: E) {
-        let Some(publisher) = self.publisher.clone() else {
-            return;
-        };
+        let publisher = Arc::clone(&self.publisher);
         let namespace = self.namespace.clone();
         let topic = event.topic();
         tokio::spawn(async move {

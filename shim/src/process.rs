@@ -17,6 +17,8 @@ use crate::stdio::{self, OutputSink, StdinFifo};
 /// How long output may keep flowing after the process exited (a child that
 /// inherited its stdout can hold the stream open).
 const OUTPUT_DRAIN: Duration = Duration::from_secs(10);
+/// How long a failed wait looks for the VM's end to explain it.
+const VM_GONE_GRACE: Duration = Duration::from_secs(5);
 /// Exit status reported when the VM went away under a process.
 pub const VM_GONE_STATUS: u32 = 255;
 
@@ -122,15 +124,21 @@ impl Process {
         let process = Arc::clone(self);
         let mut logger = outputs.logger;
         tokio::spawn(async move {
+            tokio::pin!(vm_stopped);
             let status = tokio::select! {
                 exit = agent.wait(&exec) => match exit {
                     Ok(exit) => u32::try_from(exit.shell_exit_code()).unwrap_or(VM_GONE_STATUS),
                     Err(e) => {
-                        tracing::warn!(container_id, exec_id = process.exec_id, "cannot wait for the process: {e}");
+                        // A broken agent connection usually means the VM is
+                        // gone: say why if it is.
+                        match tokio::time::timeout(VM_GONE_GRACE, &mut vm_stopped).await {
+                            Ok(reason) => tracing::warn!(container_id, exec_id = process.exec_id, "the microVM stopped: {reason}"),
+                            Err(_) => tracing::warn!(container_id, exec_id = process.exec_id, "cannot wait for the process: {e}"),
+                        }
                         VM_GONE_STATUS
                     }
                 },
-                reason = vm_stopped => {
+                reason = &mut vm_stopped => {
                     tracing::warn!(container_id, exec_id = process.exec_id, "the microVM stopped: {reason}");
                     VM_GONE_STATUS
                 }

@@ -104,7 +104,7 @@ fn ctr_run_rm_prints_output_and_propagates_the_exit_code() {
 }
 
 #[test]
-fn ctr_task_exec_pause_resume_metrics_kill_and_remove() {
+fn ctr_task_exec_pause_resume_metrics_kill_vm_death_and_remove() {
     require_shim();
     let _vm = one_vm_at_a_time();
     let ctrd = Containerd::start();
@@ -156,23 +156,80 @@ fn ctr_task_exec_pause_resume_metrics_kill_and_remove() {
         "metrics name the task and hold values: {metrics:?}"
     );
 
-    // `sleep` is the container's PID 1: SIGTERM has no default action for
-    // it, so kill it with SIGKILL (as `ctr task kill` users do).
+    // `ctr task kill` of an exec: a detached `sleep` goes away.
+    let detached = ctrd.ctr(&[
+        "task",
+        "exec",
+        "--detach",
+        "--exec-id",
+        "e4",
+        "t2",
+        "sleep",
+        "1000",
+    ]);
+    ok(&ctrd, "ctr task exec --detach", &detached);
+    let guest_pids = |ctrd: &Containerd| -> Vec<String> {
+        let ps = ctrd.ctr(&["task", "ps", "t2"]);
+        ok(ctrd, "ctr task ps", &ps);
+        ps.stdout
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(guest_pids(&ctrd).len(), 2, "init and the detached exec");
     ok(
         &ctrd,
-        "ctr task kill",
-        &ctrd.ctr(&["task", "kill", "--signal", "SIGKILL", "t2"]),
+        "ctr task kill --exec-id",
+        &ctrd.ctr(&[
+            "task",
+            "kill",
+            "--exec-id",
+            "e4",
+            "--signal",
+            "SIGKILL",
+            "t2",
+        ]),
     );
+    let since = Instant::now();
+    while guest_pids(&ctrd).len() != 1 {
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "exec e4 still listed 60 s after SIGKILL\n{}",
+            ctrd.log_tail(60)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // The VM dies under the task (its VMM is the pid ctr shows): the task
+    // is reported stopped, and removing it leaves nothing behind.
+    let listed = ctrd.ctr(&["task", "ls"]);
+    let vmm_pid: i32 = listed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("t2 "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid for t2: {listed:?}"));
+    let comm = std::fs::read_to_string(format!("/proc/{vmm_pid}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "vmrun", "the task's pid is its VMM");
+    // SAFETY: kill(2) of a process id we just read; no memory involved.
+    assert_eq!(unsafe { libc::kill(vmm_pid, libc::SIGKILL) }, 0);
     let since = Instant::now();
     while task_status(&ctrd, "t2").as_deref() != Some("STOPPED") {
         assert!(
             since.elapsed() < Duration::from_secs(60),
-            "t2 not STOPPED 60 s after SIGKILL: {:?}\n{}",
+            "t2 not STOPPED 60 s after its VMM was killed: {:?}\n{}",
             task_status(&ctrd, "t2"),
             ctrd.log_tail(60)
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    assert!(
+        ctrd.log().contains("the microVM stopped"),
+        "the shim log says why the task ended:\n{}",
+        ctrd.log_tail(60)
+    );
     ok(&ctrd, "ctr task rm", &ctrd.ctr(&["task", "rm", "t2"]));
     assert_eq!(task_status(&ctrd, "t2"), None, "task removed");
     ok(
