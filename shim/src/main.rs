@@ -17,6 +17,7 @@ mod sandbox_dir;
 mod service;
 mod shim;
 mod stdio;
+mod task_api;
 mod vmm_process;
 
 use containerd_shim::Config;

@@ -1,20 +1,20 @@
-//! The containerd Task API (shim v2) on top of sandboxes and the guest
-//! agent. Each RPC is a thin wrapper over a method returning our own
-//! `Result`; errors become ttrpc statuses in `error.rs` only.
+//! What the containerd Task API (shim v2) does, on top of sandboxes and the
+//! guest agent. The RPCs themselves (`task_api.rs`) are thin wrappers over
+//! these methods, which return our own `Result`; errors become ttrpc
+//! statuses in `error.rs` only.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use async_trait::async_trait;
-use containerd_shim::api::{self, Empty};
+use containerd_shim::api;
 use containerd_shim::protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::types::task::ProcessInfo;
-use containerd_shim::{ExitSignal, Task, TtrpcContext, TtrpcResult};
+use containerd_shim::ExitSignal;
 use oci_spec::runtime::Spec;
 use vmrun_agent::client::ContainerCreate;
 
@@ -61,7 +61,10 @@ impl TaskService {
             .ok_or_else(|| ShimError::NotFound(format!("container {id}")))
     }
 
-    async fn create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
+    pub(crate) async fn create(
+        &self,
+        req: api::CreateTaskRequest,
+    ) -> Result<api::CreateTaskResponse> {
         if !req.checkpoint.is_empty() {
             return Err(ShimError::Unsupported("restoring from a checkpoint"));
         }
@@ -277,7 +280,7 @@ impl TaskService {
         }
     }
 
-    async fn start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
+    pub(crate) async fn start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
         let container = self.container(&req.id)?;
         let pid = container.sandbox.pid();
         if req.exec_id.is_empty() {
@@ -323,7 +326,7 @@ impl TaskService {
         })
     }
 
-    async fn delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
+    pub(crate) async fn delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
         let container = self.container(&req.id)?;
         let pid = container.sandbox.pid();
         if !req.exec_id.is_empty() {
@@ -392,7 +395,7 @@ impl TaskService {
             .remove(&container.id);
     }
 
-    async fn exec(&self, req: api::ExecProcessRequest) -> Result<()> {
+    pub(crate) async fn exec(&self, req: api::ExecProcessRequest) -> Result<()> {
         let container = self.container(&req.id)?;
         if req.exec_id.is_empty() {
             return Err(ShimError::InvalidArgument(
@@ -422,7 +425,7 @@ impl TaskService {
         Ok(())
     }
 
-    async fn kill(&self, req: api::KillRequest) -> Result<()> {
+    pub(crate) async fn kill(&self, req: api::KillRequest) -> Result<()> {
         let container = self.container(&req.id)?;
         let process = container.process(&req.exec_id)?;
         if process.exit().is_some() {
@@ -447,7 +450,7 @@ impl TaskService {
         Ok(())
     }
 
-    async fn state(&self, req: api::StateRequest) -> Result<api::StateResponse> {
+    pub(crate) async fn state(&self, req: api::StateRequest) -> Result<api::StateResponse> {
         let container = self.container(&req.id)?;
         let process = container.process(&req.exec_id)?;
         let exit = process.exit();
@@ -469,7 +472,7 @@ impl TaskService {
         })
     }
 
-    async fn wait(&self, req: api::WaitRequest) -> Result<api::WaitResponse> {
+    pub(crate) async fn wait(&self, req: api::WaitRequest) -> Result<api::WaitResponse> {
         let process = self.container(&req.id)?.process(&req.exec_id)?;
         let exit = process.wait().await;
         Ok(api::WaitResponse {
@@ -479,7 +482,7 @@ impl TaskService {
         })
     }
 
-    async fn pids(&self, req: api::PidsRequest) -> Result<api::PidsResponse> {
+    pub(crate) async fn pids(&self, req: api::PidsRequest) -> Result<api::PidsResponse> {
         let container = self.container(&req.id)?;
         // Guest pids: the processes live in the VM.
         let processes = std::iter::once(Arc::clone(&container.init))
@@ -496,7 +499,7 @@ impl TaskService {
         })
     }
 
-    async fn pause(&self, req: api::PauseRequest) -> Result<()> {
+    pub(crate) async fn pause(&self, req: api::PauseRequest) -> Result<()> {
         let container = self.container(&req.id)?;
         container.sandbox.agent().pause_container(&req.id).await?;
         container.set_paused(true);
@@ -507,7 +510,7 @@ impl TaskService {
         Ok(())
     }
 
-    async fn resume(&self, req: api::ResumeRequest) -> Result<()> {
+    pub(crate) async fn resume(&self, req: api::ResumeRequest) -> Result<()> {
         let container = self.container(&req.id)?;
         container.sandbox.agent().resume_container(&req.id).await?;
         container.set_paused(false);
@@ -518,7 +521,7 @@ impl TaskService {
         Ok(())
     }
 
-    async fn stats(&self, req: api::StatsRequest) -> Result<api::StatsResponse> {
+    pub(crate) async fn stats(&self, req: api::StatsRequest) -> Result<api::StatsResponse> {
         let container = self.container(&req.id)?;
         let stats = container.sandbox.agent().container_stats(&req.id).await?;
         Ok(api::StatsResponse {
@@ -527,7 +530,7 @@ impl TaskService {
         })
     }
 
-    async fn update(&self, req: api::UpdateTaskRequest) -> Result<()> {
+    pub(crate) async fn update(&self, req: api::UpdateTaskRequest) -> Result<()> {
         let container = self.container(&req.id)?;
         let resources = req
             .resources
@@ -541,7 +544,7 @@ impl TaskService {
         Ok(())
     }
 
-    async fn close_io(&self, req: api::CloseIORequest) -> Result<()> {
+    pub(crate) async fn close_io(&self, req: api::CloseIORequest) -> Result<()> {
         let process = self.container(&req.id)?.process(&req.exec_id)?;
         if req.stdin {
             process.close_stdin();
@@ -549,7 +552,7 @@ impl TaskService {
         Ok(())
     }
 
-    async fn resize_pty(&self, req: api::ResizePtyRequest) -> Result<()> {
+    pub(crate) async fn resize_pty(&self, req: api::ResizePtyRequest) -> Result<()> {
         let container = self.container(&req.id)?;
         let process = container.process(&req.exec_id)?;
         let size = |v: u32| {
@@ -563,8 +566,15 @@ impl TaskService {
         Ok(())
     }
 
-    async fn connect(&self) -> api::ConnectResponse {
-        let task_pid = self.sandbox.lock().await.as_ref().map_or(0, |s| s.pid());
+    pub(crate) fn connect(&self) -> api::ConnectResponse {
+        // The slot is locked while a VM boots (minutes on a slow host): do
+        // not wait for it.
+        let task_pid = self
+            .sandbox
+            .try_lock()
+            .ok()
+            .and_then(|slot| slot.as_ref().map(|s| s.pid()))
+            .unwrap_or_default();
         api::ConnectResponse {
             shim_pid: std::process::id(),
             task_pid,
@@ -573,7 +583,7 @@ impl TaskService {
         }
     }
 
-    fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         let empty = self
             .containers
             .lock()
@@ -601,142 +611,5 @@ fn delete_response(pid: u32, exit: Exit) -> api::DeleteResponse {
         exit_status: exit.status,
         exited_at: MessageField::some(timestamp(exit.at)),
         ..Default::default()
-    }
-}
-
-#[async_trait]
-impl Task for TaskService {
-    async fn create(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::CreateTaskRequest,
-    ) -> TtrpcResult<api::CreateTaskResponse> {
-        tracing::info!(container = req.id, bundle = req.bundle, "create");
-        Ok(TaskService::create(self, req).await?)
-    }
-
-    async fn start(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::StartRequest,
-    ) -> TtrpcResult<api::StartResponse> {
-        tracing::info!(container = req.id, exec = req.exec_id, "start");
-        Ok(TaskService::start(self, req).await?)
-    }
-
-    async fn delete(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::DeleteRequest,
-    ) -> TtrpcResult<api::DeleteResponse> {
-        tracing::info!(container = req.id, exec = req.exec_id, "delete");
-        Ok(TaskService::delete(self, req).await?)
-    }
-
-    async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
-        tracing::info!(container = req.id, exec = req.exec_id, "exec");
-        TaskService::exec(self, req).await?;
-        Ok(Empty::new())
-    }
-
-    async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
-        tracing::info!(
-            container = req.id,
-            exec = req.exec_id,
-            signal = req.signal,
-            "kill"
-        );
-        TaskService::kill(self, req).await?;
-        Ok(Empty::new())
-    }
-
-    async fn state(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::StateRequest,
-    ) -> TtrpcResult<api::StateResponse> {
-        Ok(TaskService::state(self, req).await?)
-    }
-
-    async fn wait(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::WaitRequest,
-    ) -> TtrpcResult<api::WaitResponse> {
-        tracing::debug!(container = req.id, exec = req.exec_id, "wait");
-        Ok(TaskService::wait(self, req).await?)
-    }
-
-    async fn pids(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::PidsRequest,
-    ) -> TtrpcResult<api::PidsResponse> {
-        Ok(TaskService::pids(self, req).await?)
-    }
-
-    async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<Empty> {
-        tracing::info!(container = req.id, "pause");
-        TaskService::pause(self, req).await?;
-        Ok(Empty::new())
-    }
-
-    async fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<Empty> {
-        tracing::info!(container = req.id, "resume");
-        TaskService::resume(self, req).await?;
-        Ok(Empty::new())
-    }
-
-    async fn checkpoint(
-        &self,
-        _ctx: &TtrpcContext,
-        _req: api::CheckpointTaskRequest,
-    ) -> TtrpcResult<Empty> {
-        Err(ShimError::Unsupported("checkpoint").into())
-    }
-
-    async fn stats(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::StatsRequest,
-    ) -> TtrpcResult<api::StatsResponse> {
-        Ok(TaskService::stats(self, req).await?)
-    }
-
-    async fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
-        TaskService::update(self, req).await?;
-        Ok(Empty::new())
-    }
-
-    async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<Empty> {
-        tracing::debug!(container = req.id, exec = req.exec_id, "close io");
-        TaskService::close_io(self, req).await?;
-        Ok(Empty::new())
-    }
-
-    async fn resize_pty(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::ResizePtyRequest,
-    ) -> TtrpcResult<Empty> {
-        TaskService::resize_pty(self, req).await?;
-        Ok(Empty::new())
-    }
-
-    async fn connect(
-        &self,
-        _ctx: &TtrpcContext,
-        _req: api::ConnectRequest,
-    ) -> TtrpcResult<api::ConnectResponse> {
-        Ok(TaskService::connect(self).await)
-    }
-
-    async fn shutdown(
-        &self,
-        _ctx: &TtrpcContext,
-        _req: api::ShutdownRequest,
-    ) -> TtrpcResult<Empty> {
-        TaskService::shutdown(self);
-        Ok(Empty::new())
     }
 }
