@@ -165,6 +165,20 @@ fn run_true(args: &BenchArgs, vmrun: &Path) -> anyhow::Result<()> {
             .output()
             .with_context(|| format!("cannot run {}", vmrun.display()))?;
         let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            // The phases it did not reach are NaN in its timings: say why
+            // instead of printing them.
+            let reason = stderr
+                .lines()
+                .rfind(|l| !l.starts_with("vmrun: timings"))
+                .unwrap_or("");
+            println!(
+                "  run {}: FAILED (exit status {}): {reason}",
+                i + 1,
+                out.status.code().unwrap_or(-1)
+            );
+            continue;
+        }
         let Some(line) = stderr.lines().find(|l| l.starts_with("vmrun: timings")) else {
             bail!("`vmrun run --timings -- true` printed no timings: {stderr}");
         };
