@@ -26,6 +26,8 @@ packages=(
     # to it). The tests start their own containerd; the system service, if
     # the package starts one, is not used.
     containerd containernetworking-plugins protobuf-compiler
+    # `ip` (the tests remove their CNI bridge) and `script` (a terminal for `ctr run -t`)
+    iproute2 bsdutils
 )
 missing=()
 for p in "${packages[@]}"; do
