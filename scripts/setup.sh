@@ -20,6 +20,8 @@ packages=(
     qemu-system-x86
     # `runc spec` bundles in the tests
     runc
+    # the ext4 volume image of the container tests (mkfs.ext4, debugfs)
+    e2fsprogs
     # the containerd shim's tests: containerd 1.6 (ctr, the CRI plugin) with
     # CNI plugins in /usr/lib/cni; protoc for the k8s-cri crate's build
     # (it runs prost-build itself, so the vendored protoc cannot be handed
