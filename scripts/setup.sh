@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything vmrun needs on a Debian 12 host with /dev/kvm:
 # packages, the guest kernel (cached under $VMRUN_CACHE), the static agent,
-# the initramfs, and `vmrun` on PATH. Safe to run again: finished steps are
-# cheap the second time.
+# the initramfs, `vmrun` on PATH, and a demo busybox OCI bundle. Safe to
+# run again: finished steps are cheap the second time.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +20,8 @@ packages=(
     qemu-system-x86
     # `runc spec` bundles in the tests
     runc
+    # the ext4 volume image of the container tests (mkfs.ext4, debugfs)
+    e2fsprogs
     # the containerd shim's tests: containerd 1.6 (ctr, the CRI plugin) with
     # CNI plugins in /usr/lib/cni; protoc for the k8s-cri crate's build
     # (it runs prost-build itself, so the vendored protoc cannot be handed
@@ -59,4 +61,9 @@ target=${CARGO_TARGET_DIR:-$root/target}
 install -m 0755 "$target/release/vmrun" "$bindir/vmrun"
 # containerd finds runtime `io.containerd.vmrun.v2` as this binary on its PATH.
 install -m 0755 "$target/release/containerd-shim-vmrun-v2" "$bindir/containerd-shim-vmrun-v2"
-echo "setup: installed vmrun and containerd-shim-vmrun-v2 to $bindir, kernel and initramfs to $share" >&2
+# The demo the README's first command runs: a busybox bundle whose process
+# prints a line (no terminal) and exits 0. Rebuilt from scratch each time.
+rm -rf "$share/bundle"
+"$target/release/rootfs-builder" bundle --output "$share/bundle" -- \
+    sh -c 'echo "Hello from a busybox container in a vmrun microVM (guest kernel $(uname -r))"'
+echo "setup: installed vmrun and containerd-shim-vmrun-v2 to $bindir, kernel, initramfs and the demo bundle to $share" >&2

@@ -38,8 +38,9 @@ pub(crate) const GROUP: &str = "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n";
 
 /// Writes `dir/rootfs` (busybox, its applets, /etc/passwd and group, the
 /// usual mount points) and `dir/config.json` (the runtime-spec defaults
-/// that `runc spec` also writes, running `sh`).
-pub fn build(busybox: &Path, dir: &Path) -> Result<(), BundleError> {
+/// that `runc spec` also writes, but with no terminal), running `args`
+/// (empty: `sh`).
+pub fn build(busybox: &Path, dir: &Path, args: &[String]) -> Result<(), BundleError> {
     if fs::read_dir(dir)
         .map(|mut d| d.next().is_some())
         .unwrap_or(false)
@@ -72,12 +73,14 @@ pub fn build(busybox: &Path, dir: &Path) -> Result<(), BundleError> {
         fs::write(&path, content).map_err(io(&path))?;
     }
     let config = dir.join("config.json");
-    Spec::default()
-        .save(&config)
-        .map_err(|source| BundleError::Spec {
-            path: config.clone(),
-            source,
-        })
+    let mut spec = Spec::default();
+    if let Some(process) = spec.process_mut().as_mut().filter(|_| !args.is_empty()) {
+        process.set_args(Some(args.to_vec()));
+    }
+    spec.save(&config).map_err(|source| BundleError::Spec {
+        path: config.clone(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -89,7 +92,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vmrun-bundle-{}", std::process::id()));
         let fake_busybox = std::env::temp_dir().join(format!("vmrun-bb-{}", std::process::id()));
         fs::write(&fake_busybox, b"#!busybox").unwrap();
-        build(&fake_busybox, &dir).unwrap();
+        build(&fake_busybox, &dir, &[]).unwrap();
         let spec = Spec::load(dir.join("config.json")).unwrap();
         assert_eq!(spec.root().as_ref().unwrap().path(), Path::new("rootfs"));
         let args = spec.process().as_ref().unwrap().args().clone().unwrap();
@@ -103,9 +106,25 @@ mod tests {
             .contains(":1000:"));
         // A second build into the same directory refuses to clobber it.
         assert!(matches!(
-            build(&fake_busybox, &dir),
+            build(&fake_busybox, &dir, &[]),
             Err(BundleError::NotEmpty(_))
         ));
+        fs::remove_dir_all(&dir).unwrap();
+        fs::remove_file(&fake_busybox).unwrap();
+    }
+
+    #[test]
+    fn bundle_runs_the_process_asked_for() {
+        let dir = std::env::temp_dir().join(format!("vmrun-bundle-demo-{}", std::process::id()));
+        let fake_busybox =
+            std::env::temp_dir().join(format!("vmrun-bb-demo-{}", std::process::id()));
+        fs::write(&fake_busybox, b"#!busybox").unwrap();
+        let args = ["echo".to_string(), "hello".to_string()];
+        build(&fake_busybox, &dir, &args).unwrap();
+        let spec = Spec::load(dir.join("config.json")).unwrap();
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!(process.args().as_deref(), Some(&args[..]));
+        assert_ne!(process.terminal(), Some(true));
         fs::remove_dir_all(&dir).unwrap();
         fs::remove_file(&fake_busybox).unwrap();
     }

@@ -41,6 +41,9 @@ enum Command {
         /// The bundle directory (created; must be empty).
         #[arg(long, short)]
         output: PathBuf,
+        /// process.args (default: sh), after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
     },
     /// Write a busybox OCI image-layout tarball for `ctr images import`: a
     /// shell image (`sh`) and a pause image (`sleep 2147483647`, for the
@@ -70,7 +73,11 @@ fn main() -> ExitCode {
         } => initramfs::build(&initramfs::InitramfsSpec { agent, busybox }, &output)
             .map(|()| eprintln!("rootfs-builder: wrote {}", output.display()))
             .map_err(|e| e.to_string()),
-        Command::Bundle { busybox, output } => bundle::build(&busybox, &output)
+        Command::Bundle {
+            busybox,
+            output,
+            args,
+        } => bundle::build(&busybox, &output, &args)
             .map(|()| eprintln!("rootfs-builder: wrote bundle {}", output.display()))
             .map_err(|e| e.to_string()),
         Command::OciImage {

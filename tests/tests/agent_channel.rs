@@ -13,7 +13,7 @@ use vmm::VmConfig;
 use vmrun_agent::client::{AgentClient, ExecCommand, ProcessExit};
 
 async fn boot() -> Guest {
-    common::boot(&common::test_dir("agent-channel"), Vec::new()).await
+    common::boot(&common::test_dir("agent-channel"), Vec::new(), Vec::new()).await
 }
 
 async fn run(

@@ -1,36 +1,84 @@
 //! OCI containers in one real microVM: the rootfs comes from the host over
 //! virtio-fs, the agent runs each spec with libcontainer, and what a user of
-//! runc expects inside holds (isolation, limits, security settings).
+//! runc expects inside holds (isolation, limits, security settings), a
+//! virtio-blk volume works, and an exec joins a running container.
 
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use std::path::Path;
+use std::process::Command;
+
 use common::Guest;
 use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
-use vmm::config::SharedDir;
+use vmm::config::{Disk, SharedDir};
 use vmrun_agent::client::{AgentClient, ContainerCreate, ProcessExit, StorageMount};
 use vmrun_tests::busybox_bundle;
 
 const ROOTFS_MOUNT: &str = "/run/vmrun/rootfs/shared";
+/// Where the agent mounts the ext4 volume (the guest's /dev/vda).
+const VOLUME_MOUNT: &str = "/run/vmrun/volumes/data";
+const VOLUME_IMAGE: &str = "volume.ext4";
+const HOST_TEXT: &str = "written on the host\n";
+/// Longest a container step may take on a slow (software KVM) host.
+const EXEC_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 async fn boot() -> Guest {
     let dir = common::test_dir("containers");
     busybox_bundle(&dir.join("bundle"));
+    make_volume(&dir);
     let rootfs = SharedDir {
         tag: "rootfs".into(),
         path: dir.join("bundle/rootfs"),
         read_only: true,
     };
-    let guest = common::boot(&dir, vec![rootfs]).await;
+    let volume = Disk {
+        path: dir.join(VOLUME_IMAGE),
+        read_only: false,
+    };
+    let guest = common::boot(&dir, vec![rootfs], vec![volume]).await;
     guest
         .agent
         .mount_storage(StorageMount::virtiofs("rootfs", ROOTFS_MOUNT).read_only())
         .await
         .expect("mount the rootfs share");
     guest
+        .agent
+        .mount_storage(StorageMount::block_device("/dev/vda", "ext4", VOLUME_MOUNT))
+        .await
+        .expect("mount the ext4 volume");
+    guest
+}
+
+/// A 16 MiB ext4 image holding `hello.txt`, made without mounting anything
+/// (mkfs.ext4 -d copies a directory in).
+fn make_volume(dir: &Path) {
+    let content = dir.join("volume-content");
+    std::fs::create_dir_all(&content).unwrap();
+    std::fs::write(content.join("hello.txt"), HOST_TEXT).unwrap();
+    let made = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&content)
+        .arg(dir.join(VOLUME_IMAGE))
+        .arg("16M")
+        .output()
+        .expect("run mkfs.ext4 (e2fsprogs)");
+    assert!(made.status.success(), "mkfs.ext4: {made:?}");
+}
+
+/// The content of `path` in the ext4 image, read on the host with debugfs.
+fn read_from_image(image: &Path, path: &str) -> String {
+    let read = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("cat {path}"))
+        .arg(image)
+        .output()
+        .expect("run debugfs (e2fsprogs)");
+    assert!(read.status.success(), "debugfs: {read:?}");
+    String::from_utf8_lossy(&read.stdout).into_owned()
 }
 
 /// `runc spec` defaults, running `args`, not on a terminal, with a writable
@@ -50,12 +98,18 @@ struct Ran {
     oom_killed: bool,
 }
 
-async fn run(agent: &AgentClient, id: &str, spec: &Value) -> Ran {
+fn container_create(id: &str, spec: &Value) -> ContainerCreate {
     let writable = !spec["root"]["readonly"].as_bool().unwrap_or(false);
-    let mut create = ContainerCreate::new(id, serde_json::to_vec(spec).unwrap(), ROOTFS_MOUNT);
+    let create = ContainerCreate::new(id, serde_json::to_vec(spec).unwrap(), ROOTFS_MOUNT);
     if writable {
-        create = create.writable_overlay();
+        create.writable_overlay()
+    } else {
+        create
     }
+}
+
+async fn run(agent: &AgentClient, id: &str, spec: &Value) -> Ran {
+    let create = container_create(id, spec);
     let init = agent
         .create_container(create)
         .await
@@ -86,6 +140,36 @@ fn oci_containers_in_one_guest() {
     runtime.block_on(async {
         let guest = boot().await;
         let agent = &guest.agent;
+
+        // a virtio-blk volume: the ext4 image made on the host, mounted by
+        // the agent and bound into the container, which reads the host's
+        // file and writes one the host then finds in the image.
+        let mut s = spec(&[
+            "sh",
+            "-c",
+            "cat /data/hello.txt && echo from the guest > /data/guest.txt",
+        ]);
+        s["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/data",
+            "type": "bind",
+            "source": VOLUME_MOUNT,
+            "options": ["rbind", "rw"]
+        }));
+        let ran = run(agent, "volume", &s).await;
+        assert_eq!(ran.stdout, HOST_TEXT, "{:?} {}", ran.exit, ran.stderr);
+        assert_eq!(ran.exit, ProcessExit::Exited(0));
+        agent
+            .unmount_storage(VOLUME_MOUNT)
+            .await
+            .expect("unmount the volume (flushes it)");
+        assert_eq!(
+            read_from_image(&guest.dir.join(VOLUME_IMAGE), "/guest.txt"),
+            "from the guest\n"
+        );
+
+        eprintln!("containers: the volume checks passed");
+        cpu_limit_and_exec(agent).await;
+        eprintln!("containers: the cpu.max and exec checks passed");
 
         // hostname, env, cwd, exit status.
         let mut s = spec(&["sh", "-c", "hostname; echo $GREETING; pwd; exit 42"]);
@@ -188,4 +272,111 @@ fn oci_containers_in_one_guest() {
         );
         assert!(ran.oom_killed);
     });
+}
+
+/// cpu.max from `linux.resources.cpu` is in force (the container sees it,
+/// and its busy loop, seconds of CPU at half a CPU, was throttled), and an
+/// exec into the running container shares its hostname, its root file
+/// system (a file the init process wrote in the overlay) and its cgroup.
+/// The exec runs after the loop, so that it is not throttled itself.
+async fn cpu_limit_and_exec(agent: &AgentClient) {
+    let id = "busy";
+    let mut s = spec(&[
+        "sh",
+        "-c",
+        "echo in the overlay > /marker; cat /sys/fs/cgroup/cpu.max; \
+         i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo ready; exec sleep 1000",
+    ]);
+    s["hostname"] = json!("busybox-exec");
+    s["linux"]["resources"] = json!({"cpu": {"quota": 50000, "period": 100000}});
+    let init = agent
+        .create_container(container_create(id, &s))
+        .await
+        .expect("create container");
+    let mut stdout = agent.read_stdout(&init.exec_id).await.unwrap();
+    let stderr = agent.read_stderr(&init.exec_id).await.unwrap();
+    let init_err = tokio::spawn(stderr.read_to_end());
+    agent.close_stdin(&init.exec_id).await.unwrap();
+    agent.start_container(id).await.expect("start container");
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"ready\n") {
+        let chunk = tokio::time::timeout(EXEC_LIMIT, stdout.next_chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no ready line: {:?}", String::from_utf8_lossy(&seen)));
+        match chunk.unwrap() {
+            Some(chunk) => seen.extend_from_slice(&chunk),
+            None => panic!(
+                "init ended early: {:?} {:?}",
+                String::from_utf8_lossy(&seen),
+                init_err.await
+            ),
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&seen), "50000 100000\nready\n");
+    eprintln!("containers: the busy loop ended; exec");
+
+    // The exec's process: the container's own, with other arguments.
+    let mut process = s["process"].clone();
+    process["args"] = json!([
+        "sh",
+        "-c",
+        "hostname; cat /marker; cat /sys/fs/cgroup/cpu.max; \
+         grep -qx $$ /sys/fs/cgroup/cgroup.procs && echo in the cgroup; \
+         grep nr_throttled /sys/fs/cgroup/cpu.stat"
+    ]);
+    let exec = agent
+        .exec_in_container(id, serde_json::to_vec(&process).unwrap(), None)
+        .await
+        .expect("exec in container");
+    let out = tokio::spawn(
+        agent
+            .read_stdout(&exec.exec_id)
+            .await
+            .unwrap()
+            .read_to_end(),
+    );
+    let err = tokio::spawn(
+        agent
+            .read_stderr(&exec.exec_id)
+            .await
+            .unwrap()
+            .read_to_end(),
+    );
+    agent.close_stdin(&exec.exec_id).await.unwrap();
+    let exit = tokio::time::timeout(EXEC_LIMIT, agent.wait(&exec.exec_id))
+        .await
+        .expect("the exec ends in time")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.await.unwrap().unwrap()).into_owned();
+    let err = String::from_utf8_lossy(&err.await.unwrap().unwrap()).into_owned();
+    assert_eq!(exit, ProcessExit::Exited(0), "{out} {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..4],
+        [
+            "busybox-exec",
+            "in the overlay",
+            "50000 100000",
+            "in the cgroup"
+        ],
+        "{out} {err}"
+    );
+    let throttled: u64 = lines[4]
+        .strip_prefix("nr_throttled ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cpu.stat: {out}"));
+    assert!(throttled > 0, "the busy loop was never throttled: {out}");
+
+    agent
+        .kill_container(id, libc::SIGKILL, true)
+        .await
+        .expect("kill container");
+    assert_eq!(
+        agent.wait(&init.exec_id).await.unwrap(),
+        ProcessExit::Signaled(libc::SIGKILL)
+    );
+    agent
+        .remove_container(id, true)
+        .await
+        .expect("remove container");
 }

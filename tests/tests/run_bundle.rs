@@ -1,5 +1,6 @@
 //! `vmrun run --bundle` with what a runc user has: a bundle whose
-//! config.json comes straight from `runc spec`.
+//! config.json comes straight from `runc spec` (plus a bind mount of a
+//! single host file).
 
 use std::process::Command;
 
@@ -20,10 +21,24 @@ fn runc_spec_bundle_runs_unchanged_apart_from_its_command() {
     let config = std::fs::read_to_string(dir.join("config.json")).expect("read config.json");
     let config = config.replacen(
         "\"sh\"",
-        "\"sh\", \"-c\", \"hostname; touch /x || echo read-only; exit 3\"",
+        "\"sh\", \"-c\", \"hostname; cat /etc/greeting; touch /x || echo read-only; exit 3\"",
         1,
     );
-    std::fs::write(dir.join("config.json"), config).expect("write config.json");
+    // And a single host file bound in (read-only root: its mount point must
+    // exist in the rootfs).
+    let mut config: serde_json::Value = serde_json::from_str(&config).expect("parse config.json");
+    config["mounts"]
+        .as_array_mut()
+        .expect("runc spec has mounts")
+        .push(serde_json::json!({
+            "destination": "/etc/greeting",
+            "type": "bind",
+            "source": dir.join("greeting.txt"),
+            "options": ["rbind", "ro"]
+        }));
+    std::fs::write(dir.join("greeting.txt"), "a file from the host\n").expect("write greeting");
+    std::fs::write(dir.join("rootfs/etc/greeting"), "").expect("write mount point");
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("write config.json");
 
     let done = run(
         Command::new(vmrun_bin())
@@ -36,6 +51,7 @@ fn runc_spec_bundle_runs_unchanged_apart_from_its_command() {
     // runc's defaults: hostname "runc", a read-only root, a terminal.
     assert!(done.stdout.contains("runc"), "{done:?}");
     assert!(done.stdout.contains("read-only"), "{done:?}");
+    assert!(done.stdout.contains("a file from the host"), "{done:?}");
 }
 
 #[test]

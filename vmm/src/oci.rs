@@ -5,6 +5,11 @@
 //! The host copy of a rootfs is shared read-only; the agent puts a writable
 //! overlay on top unless the spec asks for a read-only root, so nothing the
 //! container does reaches the host's files.
+//!
+//! virtio-fs shares directories. A bind mount of a single host file is
+//! planned as a [`FileBind`]: the host bind-mounts the file into one
+//! private directory, shared as [`FILES_TAG`], so the guest sees that file
+//! and not its siblings.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +21,19 @@ use crate::config::SharedDir;
 pub const GUEST_ROOTFS_DIR: &str = "/run/vmrun/rootfs";
 /// Where the guest mounts shared bind-mount sources.
 pub const GUEST_VOLUMES_DIR: &str = "/run/vmrun/volumes";
+/// Where the guest mounts the share of single-file bind sources.
+pub const GUEST_FILES_DIR: &str = "/run/vmrun/volumes/files";
+/// The virtio-fs tag of the single-file bind sources' share.
+pub const FILES_TAG: &str = "files";
+
+/// A host file to bind into the files share as `name` (the container's
+/// spec already names `<GUEST_FILES_DIR>/<name>` as the mount's source).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileBind {
+    pub source: PathBuf,
+    pub name: String,
+    pub read_only: bool,
+}
 
 /// A host directory shared into the guest and where the guest mounts it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,18 +51,39 @@ pub struct ContainerPlan {
     pub spec_json: Vec<u8>,
     pub rootfs: GuestShare,
     pub volumes: Vec<GuestShare>,
+    /// Single-file bind sources, to be bound into a directory shared as
+    /// [`FILES_TAG`] and mounted at [`GUEST_FILES_DIR`].
+    pub files: Vec<FileBind>,
     /// A writable overlay over the read-only rootfs share.
     pub writable_overlay: bool,
     pub terminal: bool,
 }
 
 impl ContainerPlan {
-    /// Every share the VM must have.
-    pub fn shares(&self) -> Vec<SharedDir> {
-        std::iter::once(&self.rootfs)
+    /// Every share the VM must have; `files_dir` is the host directory the
+    /// [`files`](Self::files) are bound into (unused when there are none).
+    pub fn shares(&self, files_dir: &Path) -> Vec<SharedDir> {
+        let mut shares: Vec<SharedDir> = std::iter::once(&self.rootfs)
             .chain(&self.volumes)
             .map(|s| s.share.clone())
-            .collect()
+            .collect();
+        if let Some(files) = self.files_share(files_dir) {
+            shares.push(files.share);
+        }
+        shares
+    }
+
+    /// The share of the single-file bind sources, if there are any: read-only
+    /// unless one of them is writable.
+    pub fn files_share(&self, files_dir: &Path) -> Option<GuestShare> {
+        (!self.files.is_empty()).then(|| GuestShare {
+            share: SharedDir {
+                tag: FILES_TAG.to_string(),
+                path: files_dir.to_path_buf(),
+                read_only: self.files.iter().all(|f| f.read_only),
+            },
+            mount_point: GUEST_FILES_DIR.to_string(),
+        })
     }
 }
 
@@ -69,7 +108,7 @@ pub enum OciError {
     },
     #[error("rootfs {0} is not a directory")]
     Rootfs(PathBuf),
-    #[error("mount {destination}: bind source {source_path} must be an existing host directory")]
+    #[error("mount {destination}: bind source {source_path} must be an existing host directory or regular file")]
     BindSource {
         destination: PathBuf,
         source_path: PathBuf,
@@ -181,6 +220,7 @@ fn plan(mut spec: Spec, bundle: &Path, rootfs: &Path, id: &str) -> Result<Contai
     spec.set_root(Some(root));
 
     let mut volumes = Vec::new();
+    let mut files = Vec::new();
     if let Some(mounts) = spec.mounts().clone() {
         let mut rewritten = Vec::with_capacity(mounts.len());
         for mut mount in mounts {
@@ -191,27 +231,38 @@ fn plan(mut spec: Spec, bundle: &Path, rootfs: &Path, id: &str) -> Result<Contai
                 } else {
                     bundle.join(source)
                 };
-                if !source.is_dir() {
+                let read_only = mount
+                    .options()
+                    .as_ref()
+                    .is_some_and(|o| o.iter().any(|o| o == "ro"));
+                if source.is_dir() {
+                    let n = volumes.len();
+                    let mount_point = format!("{GUEST_VOLUMES_DIR}/{n}");
+                    mount.set_source(Some(PathBuf::from(&mount_point)));
+                    volumes.push(GuestShare {
+                        share: SharedDir {
+                            tag: format!("vol{n}"),
+                            path: source,
+                            read_only,
+                        },
+                        mount_point,
+                    });
+                } else if source.is_file() {
+                    // Regular files only: a device node or socket shared over
+                    // virtio-fs would be opened on the host.
+                    let name = files.len().to_string();
+                    mount.set_source(Some(Path::new(GUEST_FILES_DIR).join(&name)));
+                    files.push(FileBind {
+                        source,
+                        name,
+                        read_only,
+                    });
+                } else {
                     return Err(OciError::BindSource {
                         destination: mount.destination().clone(),
                         source_path: source,
                     });
                 }
-                let n = volumes.len();
-                let read_only = mount
-                    .options()
-                    .as_ref()
-                    .is_some_and(|o| o.iter().any(|o| o == "ro"));
-                let mount_point = format!("{GUEST_VOLUMES_DIR}/{n}");
-                mount.set_source(Some(PathBuf::from(&mount_point)));
-                volumes.push(GuestShare {
-                    share: SharedDir {
-                        tag: format!("vol{n}"),
-                        path: source,
-                        read_only,
-                    },
-                    mount_point,
-                });
             }
             rewritten.push(mount);
         }
@@ -231,6 +282,7 @@ fn plan(mut spec: Spec, bundle: &Path, rootfs: &Path, id: &str) -> Result<Contai
             mount_point: format!("{GUEST_ROOTFS_DIR}/{id}"),
         },
         volumes,
+        files,
         writable_overlay: !read_only_root,
         terminal,
     })
@@ -289,9 +341,66 @@ mod tests {
             .find(|m| m["destination"] == "/data")
             .unwrap();
         assert_eq!(mount["source"], "/run/vmrun/volumes/0");
-        assert_eq!(plan.shares().len(), 2);
+        assert_eq!(plan.shares(Path::new("/unused")).len(), 2);
         std::fs::remove_dir_all(dir).unwrap();
         let _ = std::fs::remove_dir_all(data);
+    }
+
+    #[test]
+    fn file_bind_sources_go_to_the_files_share() {
+        let mut config = default_config();
+        config["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .extend([
+                serde_json::json!({
+                    "destination": "/etc/greeting", "type": "bind", "source": "greeting", "options": ["rbind", "ro"]
+                }),
+                serde_json::json!({
+                    "destination": "/log", "type": "bind", "source": "log", "options": ["rbind", "rw"]
+                }),
+            ]);
+        let dir = bundle("filebind", &config.to_string());
+        std::fs::write(dir.join("greeting"), "hi\n").unwrap();
+        std::fs::write(dir.join("log"), "").unwrap();
+        let plan = plan_bundle(&dir, "c4").unwrap();
+        assert!(plan.volumes.is_empty());
+        assert_eq!(
+            plan.files,
+            [
+                FileBind {
+                    source: dir.join("greeting"),
+                    name: "0".into(),
+                    read_only: true
+                },
+                FileBind {
+                    source: dir.join("log"),
+                    name: "1".into(),
+                    read_only: false
+                }
+            ]
+        );
+        let spec: serde_json::Value = serde_json::from_slice(&plan.spec_json).unwrap();
+        let source = |destination: &str| {
+            spec["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["destination"] == destination)
+                .unwrap()["source"]
+                .clone()
+        };
+        assert_eq!(source("/etc/greeting"), "/run/vmrun/volumes/files/0");
+        assert_eq!(source("/log"), "/run/vmrun/volumes/files/1");
+        // One share for both, writable because one of them is.
+        let files = plan
+            .files_share(Path::new("/run/vmrun/vm-1/files"))
+            .unwrap();
+        assert_eq!(files.share.tag, FILES_TAG);
+        assert_eq!(files.share.path, Path::new("/run/vmrun/vm-1/files"));
+        assert!(!files.share.read_only);
+        assert_eq!(plan.shares(Path::new("/run/vmrun/vm-1/files")).len(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -315,6 +424,22 @@ mod tests {
         let dir = bundle("badbind", &config.to_string());
         let err = plan_bundle(&dir, "c").unwrap_err().to_string();
         assert!(err.contains("/nonexistent/dir"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+
+        // Not a directory nor a regular file: never shared.
+        let mut config = default_config();
+        config["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "destination": "/null", "type": "bind", "source": "/dev/null", "options": ["bind"]
+            }));
+        let dir = bundle("devbind", &config.to_string());
+        let err = plan_bundle(&dir, "c").unwrap_err().to_string();
+        assert!(
+            err.contains("/dev/null") && err.contains("regular file"),
+            "{err}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
 
         let missing = std::env::temp_dir().join("vmrun-oci-no-such-bundle");

@@ -2,6 +2,7 @@
 //! measured in the same run. Benchmarks print numbers; they assert nothing.
 
 mod boot_bench;
+mod container_bench;
 mod containerd_bench;
 mod measure;
 
@@ -21,11 +22,14 @@ enum Command {
     /// containerd: `ctr run --rm ... true` with runc and with vmrun, and the
     /// host memory of a vmrun pod.
     BenchContainerd(containerd_bench::ContainerdBenchArgs),
+    /// Containers in one microVM: start time, virtio-fs against the host.
+    BenchContainers(container_bench::ContainersBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => boot_bench::run(&args),
         Command::BenchContainerd(args) => containerd_bench::run(&args),
+        Command::BenchContainers(args) => container_bench::run(&args),
     }
 }

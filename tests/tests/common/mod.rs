@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use vmm::config::SharedDir;
+use vmm::config::{Disk, SharedDir};
 use vmm::{Vm, VmConfig};
 use vmrun_agent::client::{dial_hybrid_vsock, AgentClient};
 
@@ -30,9 +30,10 @@ pub fn test_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Boots the installed kernel and initramfs with `shares`, the guest
-/// console on stderr (shown when the test fails), and waits for the agent.
-pub async fn boot(dir: &Path, shares: Vec<SharedDir>) -> Guest {
+/// Boots the installed kernel and initramfs with `shares` and virtio-blk
+/// `disks` (/dev/vda, /dev/vdb, ... in order), the guest console on stderr
+/// (shown when the test fails), and waits for the agent.
+pub async fn boot(dir: &Path, shares: Vec<SharedDir>, disks: Vec<Disk>) -> Guest {
     // VMM logs (VMRUN_LOG=debug for more) land in the test's output.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -45,10 +46,12 @@ pub async fn boot(dir: &Path, shares: Vec<SharedDir>) -> Guest {
     let config = VmConfig {
         vsock_uds: Some(socket.clone()),
         shares,
+        disks,
         ..VmConfig::default()
     };
     let vm = Vm::start(&config, std::io::stderr()).expect("start VM");
-    let deadline = Instant::now() + Duration::from_secs(400);
+    // As long as `vmrun run` waits by default: a loaded host boots slowly.
+    let deadline = Instant::now() + Duration::from_secs(600);
     let agent = dial_hybrid_vsock(&socket, 1024, deadline)
         .await
         .expect("agent answers");

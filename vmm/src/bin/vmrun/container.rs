@@ -3,6 +3,8 @@
 //! agent mounts them and creates the container, whose init then gets the
 //! host's stdio like any process.
 
+use std::path::Path;
+
 use vmm::oci::{ContainerPlan, GuestShare};
 use vmrun_agent::client::{AgentClient, ContainerCreate, StorageMount};
 
@@ -21,10 +23,15 @@ async fn mount(agent: &AgentClient, share: &GuestShare) -> Result<(), String> {
     })
 }
 
-/// Mounts the shares and creates the container (not started yet).
-pub async fn create(agent: &AgentClient, plan: &ContainerPlan) -> Result<Launched, String> {
+/// Mounts the shares (single-file bind sources are in `files_dir`) and
+/// creates the container (not started yet).
+pub async fn create(
+    agent: &AgentClient,
+    plan: &ContainerPlan,
+    files_dir: &Path,
+) -> Result<Launched, String> {
     mount(agent, &plan.rootfs).await?;
-    for volume in &plan.volumes {
+    for volume in plan.volumes.iter().chain(&plan.files_share(files_dir)) {
         mount(agent, volume).await?;
     }
     let mut create = ContainerCreate::new(

@@ -3,6 +3,7 @@
 mod boot;
 mod console_tail;
 mod container;
+mod file_binds;
 mod run;
 mod runtime_dir;
 mod tty;

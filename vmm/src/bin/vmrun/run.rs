@@ -14,6 +14,7 @@ use vmm::{Vm, VmEvent};
 use vmrun_agent::client::{dial_hybrid_vsock, AgentClient, ClientError, ExecCommand, ExecId};
 
 use crate::console_tail::ConsoleTail;
+use crate::file_binds::FileBinds;
 use crate::runtime_dir::RuntimeDir;
 use crate::{tty, VmArgs};
 use std::path::PathBuf;
@@ -139,9 +140,14 @@ async fn run_in_vm(args: &RunArgs, container: Option<&ContainerPlan>) -> Result<
     let mut timings = Timings::default();
     let dir = RuntimeDir::create(&crate::vm_name())?;
     let mut config = args.vm.config(dir.vsock_socket());
-    if let Some(plan) = container {
-        config.shares.extend(plan.shares());
-    }
+    // Dropped before `dir`, whose removal needs the files unmounted.
+    let _file_binds = match container {
+        Some(plan) => {
+            config.shares.extend(plan.shares(&dir.files_dir()));
+            Some(FileBinds::bind(&dir.files_dir(), &plan.files).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
     let console = ConsoleTail::new(args.console);
     let mut vm = Vm::start(&config, console.clone()).map_err(|e| e.to_string())?;
     timings.vm_started = Some(started.elapsed());
@@ -215,7 +221,7 @@ async fn session(
     timings.agent_ready = Some(started.elapsed());
 
     let launched = match container {
-        Some(plan) => crate::container::create(&agent, plan).await?,
+        Some(plan) => crate::container::create(&agent, plan, &dir.files_dir()).await?,
         None => match exec_command(args, &agent).await? {
             Ok(launched) => launched,
             Err(status) => return Ok(status),

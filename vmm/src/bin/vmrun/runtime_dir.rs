@@ -27,6 +27,12 @@ impl RuntimeDir {
     pub fn vsock_socket(&self) -> PathBuf {
         self.path.join("vsock.sock")
     }
+
+    /// Where a container's single-file bind sources are bound (see
+    /// `file_binds`).
+    pub fn files_dir(&self) -> PathBuf {
+        self.path.join("files")
+    }
 }
 
 impl Drop for RuntimeDir {
