@@ -45,7 +45,7 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 pub const CRI_NAMESPACE: &str = "k8s.io";
 
 /// How long one `ctr` command may take (a guest boot fits in it).
-pub const CTR_DEADLINE: Duration = Duration::from_secs(420);
+pub const CTR_DEADLINE: Duration = Duration::from_secs(900);
 /// How long containerd may take to answer on its socket.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 pub mod containerd;
 pub mod cri;
 
-/// Guests boot in ~30-50 s on a software-KVM host; leave generous room.
-pub const BOOT_DEADLINE: Duration = Duration::from_secs(420);
+/// Guests boot in ~80 s on an idle software-KVM host and take minutes on a
+/// loaded one; leave generous room (a stuck guest still fails the test).
+pub const BOOT_DEADLINE: Duration = Duration::from_secs(900);
 
 /// The workspace's target directory (where `cargo build` put the binaries).
 pub fn target_dir() -> PathBuf {
