@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespace, Mount, MountBuilder, Spec};
 
+use vmm::oci::{is_bind, is_read_only};
+
 use crate::error::{Result, ShimError};
 
 /// Where the agent mounts the sandbox's share in the guest.
@@ -32,14 +34,6 @@ pub struct GuestSpec {
 /// Guest path of a container's directory in the share.
 pub fn guest_container_dir(container_id: &str) -> String {
     format!("{GUEST_SHARED_DIR}/{container_id}")
-}
-
-fn is_bind(mount: &Mount) -> bool {
-    mount.typ().as_deref() == Some("bind")
-        || mount
-            .options()
-            .as_ref()
-            .is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"))
 }
 
 /// A tmpfs /dev/shm: the host's shm of the pod cannot be shared into the
@@ -105,10 +99,7 @@ pub fn for_guest(
                 bundle.join(source)
             };
             let name = binds.len().to_string();
-            let read_only = mount
-                .options()
-                .as_ref()
-                .is_some_and(|o| o.iter().any(|o| o == "ro"));
+            let read_only = is_read_only(&mount);
             mount.set_source(Some(PathBuf::from(format!(
                 "{}/mounts/{name}",
                 guest_container_dir(container_id)

@@ -194,12 +194,21 @@ pub fn plan_rootfs(
     plan(spec, rootfs, rootfs, id)
 }
 
-fn is_bind(mount: &Mount) -> bool {
+/// Whether `mount` is a bind mount (type "bind", or a bind/rbind option).
+pub fn is_bind(mount: &Mount) -> bool {
     mount.typ().as_deref() == Some("bind")
         || mount
             .options()
             .as_ref()
             .is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"))
+}
+
+/// Whether `mount` asks to be read-only ("ro" option).
+pub fn is_read_only(mount: &Mount) -> bool {
+    mount
+        .options()
+        .as_ref()
+        .is_some_and(|o| o.iter().any(|o| o == "ro"))
 }
 
 fn plan(mut spec: Spec, bundle: &Path, rootfs: &Path, id: &str) -> Result<ContainerPlan, OciError> {
@@ -231,10 +240,7 @@ fn plan(mut spec: Spec, bundle: &Path, rootfs: &Path, id: &str) -> Result<Contai
                 } else {
                     bundle.join(source)
                 };
-                let read_only = mount
-                    .options()
-                    .as_ref()
-                    .is_some_and(|o| o.iter().any(|o| o == "ro"));
+                let read_only = is_read_only(&mount);
                 if source.is_dir() {
                     let n = volumes.len();
                     let mount_point = format!("{GUEST_VOLUMES_DIR}/{n}");
