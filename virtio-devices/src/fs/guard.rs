@@ -59,7 +59,12 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
             // Nothing may be cached for writing back later.
             capable.remove(FsOptions::WRITEBACK_CACHE);
         }
-        self.inner.init(capable)
+        // The passthrough asks for neither, and then the server offers 4 KiB
+        // writes: a guest `dd` costs one round trip per page. MAX_PAGES
+        // lets a request carry up to 1 MiB, which `serve_request`'s message
+        // limit admits.
+        let transfer_size = capable & (FsOptions::MAX_PAGES | FsOptions::BIG_WRITES);
+        Ok(self.inner.init(capable)? | transfer_size)
     }
 
     fn destroy(&self) {

@@ -1,12 +1,13 @@
 //! Serving one FUSE request from a descriptor chain.
 
 use std::io::Write;
+use std::time::Instant;
 
 use fuse_backend_rs::abi::fuse_abi::{InHeader, OutHeader};
 use fuse_backend_rs::api::filesystem::FileSystem;
 use fuse_backend_rs::api::server::{Server, MAX_BUFFER_SIZE};
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter, Writer};
-use tracing::debug;
+use tracing::{debug, trace};
 use virtio_queue::DescriptorChain;
 use vm_memory::ByteValued;
 
@@ -53,15 +54,23 @@ pub(crate) fn serve_request<F: FileSystem + Sync>(
     if writer.available_bytes() > MAX_MESSAGE_BYTES {
         let _ = writer.split_at(MAX_MESSAGE_BYTES);
     }
-    // Only used to label an error reply; the server decodes its own copy.
-    let unique = reader
-        .clone()
-        .read_obj::<InHeader>()
-        .map_or(0, |header| header.unique);
+    // Only used to label an error reply and the trace; the server decodes
+    // its own copy.
+    let header = reader.clone().read_obj::<InHeader>().unwrap_or_default();
+    let unique = header.unique;
+    let started = Instant::now();
 
     match server.handle_message(reader, Writer::from(writer), None, None) {
         // Bounded by the writer, i.e. by MAX_MESSAGE_BYTES.
-        Ok(written) => u32::try_from(written).unwrap_or(0),
+        Ok(written) => {
+            trace!(
+                "virtio-fs: request {unique} opcode {} ({} bytes) served in {:?}, {written} bytes back",
+                header.opcode,
+                header.len,
+                started.elapsed()
+            );
+            u32::try_from(written).unwrap_or(0)
+        }
         Err(e) => {
             debug!("virtio-fs: malformed request {unique}: {e}");
             reply_error(mem, chain, unique, errno_for(&e))

@@ -77,11 +77,16 @@ impl FuseDriver<'_> {
     }
 
     pub(crate) fn init(&mut self) -> InitOut {
+        self.init_with(0)
+    }
+
+    /// FUSE_INIT offering the kernel capabilities `flags`.
+    pub(crate) fn init_with(&mut self, flags: u32) -> InitOut {
         let init = InitIn {
             major: KERNEL_VERSION,
             minor: KERNEL_MINOR_VERSION,
             max_readahead: 128 * 1024,
-            flags: 0,
+            flags,
         };
         obj(&self.call(Opcode::Init, 0, init.as_slice()).ok().unwrap())
     }

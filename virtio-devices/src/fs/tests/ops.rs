@@ -3,9 +3,10 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use fuse_backend_rs::abi::fuse_abi::KERNEL_VERSION;
+use fuse_backend_rs::abi::fuse_abi::{FsOptions, Opcode, ReadIn, KERNEL_VERSION};
+use vm_memory::ByteValued;
 
-use super::client::ROOT;
+use super::client::{message, parse_reply, ROOT};
 use super::*;
 
 #[test]
@@ -95,6 +96,45 @@ fn init_lookup_getattr_and_read() {
     assert_eq!(drv.read(entry.nodeid, fh, 100, 10).unwrap(), b"");
     drv.release(entry.nodeid, fh).unwrap();
     assert_ne!(drv.irq.status() & 1, 0, "used-ring interrupt not raised");
+    dev.reset();
+}
+
+/// A guest kernel offering MAX_PAGES gets 1 MiB requests: a 1 MiB write
+/// and a 1 MiB read each take one round trip (Linux's virtio-fs sends each
+/// `write(2)` in max_write pieces, so a 4 KiB max_write costs a VM exit per
+/// page).
+#[test]
+fn init_negotiates_one_mib_requests() {
+    const MIB: usize = 1 << 20;
+    let (dir, mut dev) = share(FsConfig::default());
+    let mem = test_mem();
+    let mut drv = FuseDriver::activate(&mem, &mut dev);
+    let offered = FsOptions::MAX_PAGES | FsOptions::BIG_WRITES | FsOptions::ASYNC_READ;
+    let init = drv.init_with(offered.bits() as u32);
+    assert_eq!(init.max_write as usize, MIB);
+    assert_eq!(init.max_pages, 256);
+    assert_ne!(init.flags & FsOptions::MAX_PAGES.bits() as u32, 0);
+
+    let (entry, fh) = drv
+        .create(ROOT, b"big", 0o600, libc::O_RDWR | libc::O_CREAT)
+        .unwrap();
+    let data: Vec<u8> = (0..MIB).map(|i| (i % 251) as u8).collect();
+    assert_eq!(drv.write(entry.nodeid, fh, 0, &data).unwrap() as usize, MIB);
+    assert_eq!(fs::read(dir.as_path().join("big")).unwrap(), data);
+    let read = ReadIn {
+        fh,
+        size: MIB as u32,
+        ..Default::default()
+    };
+    let request = message(
+        Opcode::Read as u32,
+        drv.unique(),
+        entry.nodeid,
+        read.as_slice(),
+    );
+    let (_, out) = drv.send_raw(&request, 2 * MIB as u32);
+    let reply = parse_reply(&out).ok().unwrap();
+    assert!(reply == data, "1 MiB read returned {} bytes", reply.len());
     dev.reset();
 }
 
