@@ -16,6 +16,9 @@ packages=(
     linux-source-6.1 build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils
     # guest user space and the agent's static libseccomp
     busybox-static libseccomp-dev
+    # the agent's device cgroup (eBPF): libbpf-sys builds its vendored libbpf
+    # and links libelf and zlib statically
+    pkg-config zlib1g-dev
     # the reference VMM for `cargo xtask bench`
     qemu-system-x86
     # `runc spec` bundles in the tests

@@ -228,6 +228,36 @@ fn oci_containers_in_one_guest() {
             ran.stderr
         );
 
+        // the device cgroup: runc's "deny all" plus one allowed device.
+        // Both nodes are bound in from the guest's /dev, so only the device
+        // cgroup stands between the container's root and them: /dev/fuse
+        // (10:229, allowed here) opens, /dev/kmsg (1:11, in no default
+        // rule) does not.
+        let mut s = spec(&[
+            "sh",
+            "-c",
+            ": < /tmp/fuse && echo fuse opened; : < /tmp/kmsg && echo kmsg opened",
+        ]);
+        for (source, destination) in [("/dev/fuse", "/tmp/fuse"), ("/dev/kmsg", "/tmp/kmsg")] {
+            s["mounts"].as_array_mut().unwrap().push(json!({
+                "destination": destination,
+                "type": "bind",
+                "source": source,
+                "options": ["bind"]
+            }));
+        }
+        s["linux"]["resources"]["devices"] = json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rw"}
+        ]);
+        let ran = run(agent, "devices", &s).await;
+        assert_eq!(ran.stdout, "fuse opened\n", "{}", ran.stderr);
+        assert!(
+            ran.stderr.contains("Operation not permitted"),
+            "{}",
+            ran.stderr
+        );
+
         // seccomp denies mkdir with EPERM.
         let mut s = spec(&["mkdir", "/tmp/d"]);
         s["linux"]["seccomp"] = json!({
