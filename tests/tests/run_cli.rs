@@ -47,6 +47,55 @@ fn stdin_stdout_stderr_and_exit_status_pass_through() {
     assert!(stderr.contains("oops"), "{stderr}");
 }
 
+/// SIGTERM while the guest still boots stops the VM, says so, and leaves no
+/// runtime directory behind; the next vmrun removes the directory of one
+/// that was SIGKILLed.
+#[test]
+fn sigterm_during_boot_stops_the_vm_and_cleans_up() {
+    let root = std::env::temp_dir().join(format!("vmrun-run-cli-rt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let start = || {
+        Command::new(vmrun_bin())
+            .args(["run", "--", "true"])
+            .env("VMRUN_RUNTIME_DIR", &root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wait_for_dir = |pid: u32| {
+        let dir = root.join(format!("vm-{pid}"));
+        let started = Instant::now();
+        while !dir.join("vsock.sock").exists() {
+            assert!(started.elapsed() < Duration::from_secs(60), "no {dir:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        dir
+    };
+
+    let mut killed = start();
+    let killed_dir = wait_for_dir(killed.id());
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert!(killed_dir.exists(), "SIGKILL leaves the directory");
+
+    let child = start();
+    let dir = wait_for_dir(child.id());
+    assert!(!killed_dir.exists(), "the stale directory was not removed");
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains("SIGTERM before the command started"),
+        "{stderr}"
+    );
+    assert!(!dir.exists(), "{dir:?} left behind");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
 #[test]
 fn sigterm_to_vmrun_reaches_the_command() {
     let mut child = Command::new(vmrun_bin())

@@ -138,6 +138,9 @@ impl std::fmt::Display for Timings {
 async fn run_in_vm(args: &RunArgs, container: Option<&ContainerPlan>) -> Result<i32, String> {
     let started = Instant::now();
     let mut timings = Timings::default();
+    // From here on SIGINT/SIGTERM/SIGHUP no longer kill vmrun outright: a
+    // VM left running, or its runtime directory, would outlive us.
+    let interrupted = termination()?;
     let dir = RuntimeDir::create(&crate::vm_name())?;
     let mut config = args.vm.config(dir.vsock_socket());
     // Dropped before `dir`, whose removal needs the files unmounted.
@@ -154,7 +157,7 @@ async fn run_in_vm(args: &RunArgs, container: Option<&ContainerPlan>) -> Result<
     let result = supervise(
         &vm,
         &console,
-        session(args, container, &dir, started, &mut timings),
+        session(args, container, &dir, started, &mut timings, interrupted),
     )
     .await;
     timings.command_exited.get_or_insert(started.elapsed());
@@ -213,25 +216,64 @@ async fn session(
     dir: &RuntimeDir,
     started: Instant,
     timings: &mut Timings,
+    interrupted: impl Future<Output = &'static str>,
 ) -> Result<i32, String> {
-    let deadline = Instant::now() + Duration::from_secs(args.boot_timeout);
-    let agent = dial_hybrid_vsock(dir.vsock_socket(), AGENT_PORT, deadline)
-        .await
-        .map_err(|e| client_error("the guest agent did not answer", e))?;
-    timings.agent_ready = Some(started.elapsed());
-
-    let launched = match container {
-        Some(plan) => crate::container::create(&agent, plan, &dir.files_dir()).await?,
-        None => match exec_command(args, &agent).await? {
+    // Until the command runs, a termination signal stops everything; after
+    // that it is forwarded to the command.
+    let (agent, launched) = tokio::select! {
+        launched = launch(args, container, dir, started, timings) => match launched? {
             Ok(launched) => launched,
             Err(status) => return Ok(status),
         },
+        signal = interrupted => {
+            return Err(format!("{signal} before the command started: stopping the microVM"));
+        }
     };
     let status = attach_and_wait(&agent, &launched, timings, started).await;
     if let Some(plan) = container {
         crate::container::finish(&agent, plan).await;
     }
     status
+}
+
+/// Waits for the agent and launches the command or container in the guest;
+/// `Ok(Err(status))` when the command cannot start (see [`exec_command`]).
+async fn launch(
+    args: &RunArgs,
+    container: Option<&ContainerPlan>,
+    dir: &RuntimeDir,
+    started: Instant,
+    timings: &mut Timings,
+) -> Result<Result<(AgentClient, Launched), i32>, String> {
+    let deadline = Instant::now() + Duration::from_secs(args.boot_timeout);
+    let agent = dial_hybrid_vsock(dir.vsock_socket(), AGENT_PORT, deadline)
+        .await
+        .map_err(|e| client_error("the guest agent did not answer", e))?;
+    timings.agent_ready = Some(started.elapsed());
+    let launched = match container {
+        Some(plan) => crate::container::create(&agent, plan, &dir.files_dir()).await?,
+        None => match exec_command(args, &agent).await? {
+            Ok(launched) => launched,
+            Err(status) => return Ok(Err(status)),
+        },
+    };
+    Ok(Ok((agent, launched)))
+}
+
+/// Listens for SIGINT, SIGTERM and SIGHUP from the call on; the future
+/// resolves with the name of the first one received.
+fn termination() -> Result<impl Future<Output = &'static str>, String> {
+    let listen = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
+    let mut sigint = listen(SignalKind::interrupt())?;
+    let mut sigterm = listen(SignalKind::terminate())?;
+    let mut sighup = listen(SignalKind::hangup())?;
+    Ok(async move {
+        tokio::select! {
+            _ = sigint.recv() => "SIGINT",
+            _ = sigterm.recv() => "SIGTERM",
+            _ = sighup.recv() => "SIGHUP",
+        }
+    })
 }
 
 /// A process whose stdio the host attaches to.
