@@ -1,9 +1,12 @@
 //! `cargo xtask bench-containers`: one microVM with a virtio-fs share of a
 //! host temp directory. Measures container start inside the VM (the agent's
 //! create_container up to the first output byte of `echo`), and the same
-//! file operations (dd of a 64 MiB file by default, 1000 small files) on
-//! the share in the guest and on the shared directory on the host, side by
-//! side. Prints figures; asserts nothing.
+//! file operations (dd of an 8 MiB file by default, 200 small files) on
+//! the share in the guest, on a tmpfs in the guest and on the shared
+//! directory on the host, side by side. The guest tmpfs column is what the
+//! guest kernel alone costs (every page it zeroes or copies), so the
+//! difference to it is what going through virtio-fs adds. Prints figures;
+//! asserts nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,6 +24,8 @@ use vmrun_agent::client::{
 const AGENT_PORT: u32 = 1024;
 const ROOTFS_MOUNT: &str = "/run/vmrun/rootfs/bench";
 const DATA_MOUNT: &str = "/run/vmrun/bench-data";
+/// A tmpfs in the guest, the baseline without virtio-fs.
+const GUEST_TMPFS: &str = "/run/vmrun/bench-tmpfs";
 /// The busybox whose `sh`, `dd`, `stat` and `rm` run the host half, as
 /// the guest's do.
 const HOST_BUSYBOX: &str = "/bin/busybox";
@@ -31,8 +36,11 @@ pub struct ContainersBenchArgs {
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Size of the sequentially written and read file, in MiB.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 8)]
     file_mib: u32,
+    /// Number of small files created, stat'ed and deleted.
+    #[arg(long, default_value_t = 200)]
+    files: u32,
     /// Guest kernel (default: the installed one).
     #[arg(long)]
     kernel: Option<PathBuf>,
@@ -48,45 +56,78 @@ pub struct ContainersBenchArgs {
 }
 
 /// One file-system operation, as a shell script run in a directory `$D`
-/// (`$MIB`: the big file's size).
+/// (`$MIB`: the big file's size, `$N`: the number of small files).
 struct FsOp {
     name: &'static str,
     script: &'static str,
-    /// Work done, for a rate: files touched, or (0) the big file's MiB.
-    amount: f64,
-    unit: &'static str,
+    /// What the rate counts.
+    unit: Unit,
+}
+
+#[derive(Clone, Copy)]
+enum Unit {
+    MiB,
+    Files,
+}
+
+impl Unit {
+    fn label(self) -> &'static str {
+        match self {
+            Unit::MiB => "MiB/s",
+            Unit::Files => "files/s",
+        }
+    }
+}
+
+/// The parameters every script sees, on either side.
+#[derive(Clone, Copy)]
+struct Sizes {
+    mib: u32,
+    files: u32,
+}
+
+impl Sizes {
+    fn amount(self, unit: Unit) -> f64 {
+        match unit {
+            Unit::MiB => f64::from(self.mib),
+            Unit::Files => f64::from(self.files),
+        }
+    }
+
+    fn env(self, dir: &str) -> [(&'static str, String); 3] {
+        [
+            ("D", dir.to_string()),
+            ("MIB", self.mib.to_string()),
+            ("N", self.files.to_string()),
+        ]
+    }
 }
 
 const FS_OPS: &[FsOp] = &[
     FsOp {
         name: "write file (dd bs=1M)",
         script: "dd if=/dev/zero of=$D/big bs=1M count=$MIB 2>/dev/null",
-        amount: 0.0,
-        unit: "MiB/s",
+        unit: Unit::MiB,
     },
     FsOp {
         name: "read file (dd bs=1M)",
         script: "dd if=$D/big of=/dev/null bs=1M 2>/dev/null && rm $D/big",
-        amount: 0.0,
-        unit: "MiB/s",
+        unit: Unit::MiB,
     },
     FsOp {
-        name: "create 1000 files",
-        script: "mkdir $D/s && for i in $(seq 1000); do : > $D/s/f$i; done",
-        amount: 1000.0,
-        unit: "files/s",
+        name: "create small files",
+        script: "mkdir $D/s && i=0; while [ $i -lt $N ]; do : > $D/s/f$i; i=$((i+1)); done",
+        unit: Unit::Files,
     },
     FsOp {
-        name: "stat 1000 files",
+        name: "stat small files",
         script: "stat -c %s $D/s/* >/dev/null",
-        amount: 1000.0,
-        unit: "files/s",
+        unit: Unit::Files,
     },
     FsOp {
-        name: "delete 1000 files",
+        name: "delete small files",
         script: "rm -r $D/s",
-        amount: 1000.0,
-        unit: "files/s",
+        unit: Unit::Files,
     },
 ];
 
@@ -112,12 +153,11 @@ impl Drop for TempDir {
 }
 
 /// Wall time of `script` in busybox sh on the host, with `D` set to `dir`.
-fn host_sh(script: &str, dir: &Path, mib: u32) -> anyhow::Result<Duration> {
+fn host_sh(script: &str, dir: &Path, sizes: Sizes) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let done = Command::new(HOST_BUSYBOX)
         .args(["sh", "-c", script])
-        .env("D", dir)
-        .env("MIB", mib.to_string())
+        .envs(sizes.env(&dir.to_string_lossy()))
         .output()
         .with_context(|| format!("cannot run {HOST_BUSYBOX} sh"))?;
     let took = started.elapsed();
@@ -127,12 +167,21 @@ fn host_sh(script: &str, dir: &Path, mib: u32) -> anyhow::Result<Duration> {
     Ok(took)
 }
 
-/// Wall time of `script` run by the guest agent (outside any container).
-async fn guest_sh(agent: &AgentClient, script: &str, mib: u32) -> anyhow::Result<Duration> {
+/// Wall time of `script` run by the guest agent (outside any container),
+/// with `D` set to `dir`.
+async fn guest_sh(
+    agent: &AgentClient,
+    script: &str,
+    dir: &str,
+    sizes: Sizes,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let command = ExecCommand::new(["sh", "-c", script])
-        .env(format!("D={DATA_MOUNT}"))
-        .env(format!("MIB={mib}"));
+    let command = sizes
+        .env(dir)
+        .into_iter()
+        .fold(ExecCommand::new(["sh", "-c", script]), |command, (k, v)| {
+            command.env(format!("{k}={v}"))
+        });
     let process = agent.exec(command).await.context("exec in the guest")?;
     agent.close_stdin(&process.exec_id).await?;
     let stderr = agent.read_stderr(&process.exec_id).await?.read_to_end();
@@ -248,7 +297,6 @@ async fn measure(
     agent: &AgentClient,
     data: &Path,
 ) -> anyhow::Result<()> {
-    let mib = args.file_mib;
     println!("container start in the VM: create_container -> first output byte of `echo`");
     let mut creates = Vec::new();
     let mut firsts = Vec::new();
@@ -269,12 +317,23 @@ async fn measure(
         args.runs
     );
 
+    let sizes = Sizes {
+        mib: args.file_mib,
+        files: args.files,
+    };
+    guest_sh(
+        agent,
+        "mkdir -p $D && mount -t tmpfs bench $D",
+        GUEST_TMPFS,
+        sizes,
+    )
+    .await?;
     // What running a shell costs on each side, taken off every figure.
     let mut guest_base = Vec::new();
     let mut host_base = Vec::new();
     for _ in 0..3 {
-        guest_base.push(guest_sh(agent, ":", mib).await?);
-        host_base.push(host_sh(":", data, mib)?);
+        guest_base.push(guest_sh(agent, ":", DATA_MOUNT, sizes).await?);
+        host_base.push(host_sh(":", data, sizes)?);
     }
     let guest_base = median(guest_base);
     // The host's files go next to the guest's, in the shared directory.
@@ -282,46 +341,48 @@ async fn measure(
     std::fs::create_dir_all(&host_dir)?;
     let host_base = median(host_base);
     println!(
-        "virtio-fs in the guest vs the same directory on the host \
-         ({mib} MiB file; busybox sh; shell start-up taken off: guest {:.3} s, host {:.3} s)",
+        "file operations: virtio-fs in the guest | tmpfs in the guest | the shared directory on \
+         the host ({} MiB file, {} small files; busybox sh; shell start-up taken off: guest {:.3} s, \
+         host {:.3} s)",
+        sizes.mib,
+        sizes.files,
         secs(guest_base),
         secs(host_base)
     );
     println!(
-        "  {:<26} {:>10} {:>14}   {:>10} {:>14}",
-        "operation", "guest s", "guest rate", "host s", "host rate"
+        "  {:<22} {:>20} {:>20} {:>20}",
+        "operation", "guest virtio-fs", "guest tmpfs", "host"
     );
     for op in FS_OPS {
-        if op.name.starts_with("read") {
-            guest_sh(agent, GUEST_DROP_CACHES, mib).await?;
+        let mut cells = Vec::new();
+        for dir in [DATA_MOUNT, GUEST_TMPFS] {
+            if op.name.starts_with("read") {
+                guest_sh(agent, GUEST_DROP_CACHES, dir, sizes).await?;
+            }
+            let took = guest_sh(agent, op.script, dir, sizes).await?;
+            cells.push(took.saturating_sub(guest_base));
         }
-        let guest = guest_sh(agent, op.script, mib)
-            .await?
-            .saturating_sub(guest_base);
-        let host = host_sh(op.script, &host_dir, mib)?.saturating_sub(host_base);
-        let amount = if op.amount > 0.0 {
-            op.amount
-        } else {
-            f64::from(mib)
+        cells.push(host_sh(op.script, &host_dir, sizes)?.saturating_sub(host_base));
+        let amount = sizes.amount(op.unit);
+        let cell = |d: &Duration| {
+            let rate = amount / d.as_secs_f64().max(1e-6);
+            format!("{:.3} s {:>7.1}", secs(*d), rate)
         };
-        let rate = |d: Duration| amount / d.as_secs_f64().max(1e-6);
         println!(
-            "  {:<26} {:>10.3} {:>8.1} {:<7} {:>8.3} {:>8.1} {:<7}",
+            "  {:<22} {:>20} {:>20} {:>20}  ({})",
             op.name,
-            secs(guest),
-            rate(guest),
-            op.unit,
-            secs(host),
-            rate(host),
-            op.unit
+            cell(&cells[0]),
+            cell(&cells[1]),
+            cell(&cells[2]),
+            op.unit.label()
         );
     }
     Ok(())
 }
 
 pub fn run(args: &ContainersBenchArgs) -> anyhow::Result<()> {
-    if args.runs == 0 || args.file_mib == 0 {
-        bail!("--runs and --file-mib must be at least 1");
+    if args.runs == 0 || args.file_mib == 0 || args.files == 0 {
+        bail!("--runs, --file-mib and --files must be at least 1");
     }
     if !Path::new(HOST_BUSYBOX).exists() {
         bail!("{HOST_BUSYBOX} is missing (busybox-static; scripts/setup.sh installs it)");
