@@ -20,7 +20,7 @@
 //! ```text
 //! LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
 //! RUSTFLAGS='-C target-feature=+crt-static' \
-//!     cargo build --release -p vmrun-agent --target x86_64-unknown-linux-gnu
+//!     cargo build --release -p vmrun-agent --features device-cgroup --target x86_64-unknown-linux-gnu
 //! # -> target/x86_64-unknown-linux-gnu/release/vmrun-agent, the initramfs's /init
 //! ```
 
