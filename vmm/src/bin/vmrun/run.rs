@@ -7,6 +7,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use nix::sys::signal::Signal;
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{signal, SignalKind};
 use vmm::console::ConsoleEvent;
@@ -140,7 +141,7 @@ async fn run_in_vm(args: &RunArgs, container: Option<&ContainerPlan>) -> Result<
     let mut timings = Timings::default();
     // From here on SIGINT/SIGTERM/SIGHUP no longer kill vmrun outright: a
     // VM left running, or its runtime directory, would outlive us.
-    let interrupted = termination()?;
+    let mut signals = TerminationSignals::listen()?;
     let dir = RuntimeDir::create(&crate::vm_name())?;
     let mut config = args.vm.config(dir.vsock_socket());
     // Dropped before `dir`, whose removal needs the files unmounted.
@@ -157,7 +158,7 @@ async fn run_in_vm(args: &RunArgs, container: Option<&ContainerPlan>) -> Result<
     let result = supervise(
         &vm,
         &console,
-        session(args, container, &dir, started, &mut timings, interrupted),
+        session(args, container, &dir, started, &mut timings, &mut signals),
     )
     .await;
     timings.command_exited.get_or_insert(started.elapsed());
@@ -216,7 +217,7 @@ async fn session(
     dir: &RuntimeDir,
     started: Instant,
     timings: &mut Timings,
-    interrupted: impl Future<Output = &'static str>,
+    signals: &mut TerminationSignals,
 ) -> Result<i32, String> {
     // Until the command runs, a termination signal stops everything; after
     // that it is forwarded to the command.
@@ -225,11 +226,14 @@ async fn session(
             Ok(launched) => launched,
             Err(status) => return Ok(status),
         },
-        signal = interrupted => {
-            return Err(format!("{signal} before the command started: stopping the microVM"));
+        signal = signals.next() => {
+            return Err(format!(
+                "{} before the command started: stopping the microVM",
+                signal.as_str()
+            ));
         }
     };
-    let status = attach_and_wait(&agent, &launched, timings, started).await;
+    let status = attach_and_wait(&agent, &launched, timings, started, signals).await;
     if let Some(plan) = container {
         crate::container::finish(&agent, plan).await;
     }
@@ -260,20 +264,36 @@ async fn launch(
     Ok(Ok((agent, launched)))
 }
 
-/// Listens for SIGINT, SIGTERM and SIGHUP from the call on; the future
-/// resolves with the name of the first one received.
-fn termination() -> Result<impl Future<Output = &'static str>, String> {
-    let listen = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
-    let mut sigint = listen(SignalKind::interrupt())?;
-    let mut sigterm = listen(SignalKind::terminate())?;
-    let mut sighup = listen(SignalKind::hangup())?;
-    Ok(async move {
+fn listen(kind: SignalKind) -> Result<tokio::signal::unix::Signal, String> {
+    signal(kind).map_err(|e| format!("cannot handle signals: {e}"))
+}
+
+/// SIGINT, SIGTERM and SIGHUP, caught from [`listen`](Self::listen) on
+/// instead of killing vmrun: before the command runs they stop the VM,
+/// afterwards they are forwarded to the command.
+struct TerminationSignals {
+    sigint: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+    sighup: tokio::signal::unix::Signal,
+}
+
+impl TerminationSignals {
+    fn listen() -> Result<Self, String> {
+        Ok(Self {
+            sigint: listen(SignalKind::interrupt())?,
+            sigterm: listen(SignalKind::terminate())?,
+            sighup: listen(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next one received.
+    async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = sigint.recv() => "SIGINT",
-            _ = sigterm.recv() => "SIGTERM",
-            _ = sighup.recv() => "SIGHUP",
+            _ = self.sigint.recv() => Signal::SIGINT,
+            _ = self.sigterm.recv() => Signal::SIGTERM,
+            _ = self.sighup.recv() => Signal::SIGHUP,
         }
-    })
+    }
 }
 
 /// A process whose stdio the host attaches to.
@@ -331,6 +351,7 @@ async fn attach_and_wait(
     launched: &Launched,
     timings: &mut Timings,
     started: Instant,
+    signals: &mut TerminationSignals,
 ) -> Result<i32, String> {
     let id = &launched.exec_id;
     let stdin = std::io::stdin();
@@ -362,7 +383,7 @@ async fn attach_and_wait(
             .map_err(|e| client_error("cannot start the container", e))?;
     }
 
-    let exit = wait_forwarding_signals(agent, id, launched.terminal).await;
+    let exit = wait_forwarding_signals(agent, id, launched.terminal, signals).await;
     timings.command_exited = Some(started.elapsed());
     for output in [Some(stdout), stderr].into_iter().flatten() {
         match tokio::time::timeout(OUTPUT_DRAIN, output).await {
@@ -403,20 +424,15 @@ async fn wait_forwarding_signals(
     agent: &AgentClient,
     id: &ExecId,
     tty_mode: bool,
+    signals: &mut TerminationSignals,
 ) -> Result<vmrun_agent::client::ProcessExit, String> {
-    let listen = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
-    let mut sigint = listen(SignalKind::interrupt())?;
-    let mut sigterm = listen(SignalKind::terminate())?;
-    let mut sighup = listen(SignalKind::hangup())?;
     let mut winch = listen(SignalKind::window_change())?;
     let wait = agent.wait(id);
     tokio::pin!(wait);
     loop {
         let forward = tokio::select! {
             exit = &mut wait => return exit.map_err(|e| client_error("waiting for the command", e)),
-            _ = sigint.recv() => libc::SIGINT,
-            _ = sigterm.recv() => libc::SIGTERM,
-            _ = sighup.recv() => libc::SIGHUP,
+            signal = signals.next() => signal as i32,
             _ = winch.recv() => {
                 if tty_mode {
                     if let Some((rows, cols)) = tty::size(std::io::stdout()) {
