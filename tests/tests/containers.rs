@@ -15,7 +15,9 @@ use common::Guest;
 use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 use vmm::config::{Disk, SharedDir};
-use vmrun_agent::client::{AgentClient, ContainerCreate, ProcessExit, StorageMount};
+use vmrun_agent::client::{
+    AgentClient, ClientError, ContainerCreate, ExecId, ProcessExit, StorageMount,
+};
 use vmrun_tests::busybox_bundle;
 
 const ROOTFS_MOUNT: &str = "/run/vmrun/rootfs/shared";
@@ -108,16 +110,39 @@ fn container_create(id: &str, spec: &Value) -> ContainerCreate {
     }
 }
 
+/// A process's stdout and stderr, read to the end in the background.
+struct Output {
+    stdout: tokio::task::JoinHandle<Result<Vec<u8>, ClientError>>,
+    stderr: tokio::task::JoinHandle<Result<Vec<u8>, ClientError>>,
+}
+
+impl Output {
+    async fn capture(agent: &AgentClient, exec_id: &ExecId) -> Self {
+        let stdout = agent.read_stdout(exec_id).await.unwrap();
+        let stderr = agent.read_stderr(exec_id).await.unwrap();
+        Output {
+            stdout: tokio::spawn(stdout.read_to_end()),
+            stderr: tokio::spawn(stderr.read_to_end()),
+        }
+    }
+
+    /// (stdout, stderr) once both streams ended.
+    async fn text(self) -> (String, String) {
+        let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+        (
+            text(self.stdout.await.unwrap().unwrap()),
+            text(self.stderr.await.unwrap().unwrap()),
+        )
+    }
+}
+
 async fn run(agent: &AgentClient, id: &str, spec: &Value) -> Ran {
     let create = container_create(id, spec);
     let init = agent
         .create_container(create)
         .await
         .expect("create container");
-    let stdout = agent.read_stdout(&init.exec_id).await.unwrap();
-    let stderr = agent.read_stderr(&init.exec_id).await.unwrap();
-    let out = tokio::spawn(stdout.read_to_end());
-    let err = tokio::spawn(stderr.read_to_end());
+    let output = Output::capture(agent, &init.exec_id).await;
     agent.close_stdin(&init.exec_id).await.unwrap();
     agent.start_container(id).await.expect("start container");
     let exit = agent.wait(&init.exec_id).await.unwrap();
@@ -126,9 +151,10 @@ async fn run(agent: &AgentClient, id: &str, spec: &Value) -> Ran {
         .remove_container(id, true)
         .await
         .expect("remove container");
+    let (stdout, stderr) = output.text().await;
     Ran {
-        stdout: String::from_utf8_lossy(&out.await.unwrap().unwrap()).into_owned(),
-        stderr: String::from_utf8_lossy(&err.await.unwrap().unwrap()).into_owned(),
+        stdout,
+        stderr,
         exit,
         oom_killed: state.oom_killed,
     }
@@ -358,27 +384,13 @@ async fn cpu_limit_and_exec(agent: &AgentClient) {
         .exec_in_container(id, serde_json::to_vec(&process).unwrap(), None)
         .await
         .expect("exec in container");
-    let out = tokio::spawn(
-        agent
-            .read_stdout(&exec.exec_id)
-            .await
-            .unwrap()
-            .read_to_end(),
-    );
-    let err = tokio::spawn(
-        agent
-            .read_stderr(&exec.exec_id)
-            .await
-            .unwrap()
-            .read_to_end(),
-    );
+    let output = Output::capture(agent, &exec.exec_id).await;
     agent.close_stdin(&exec.exec_id).await.unwrap();
     let exit = tokio::time::timeout(EXEC_LIMIT, agent.wait(&exec.exec_id))
         .await
         .expect("the exec ends in time")
         .unwrap();
-    let out = String::from_utf8_lossy(&out.await.unwrap().unwrap()).into_owned();
-    let err = String::from_utf8_lossy(&err.await.unwrap().unwrap()).into_owned();
+    let (out, err) = output.text().await;
     assert_eq!(exit, ProcessExit::Exited(0), "{out} {err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
