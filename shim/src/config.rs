@@ -44,8 +44,9 @@ impl Default for ShimConfig {
         Self {
             kernel: Path::new(DEFAULT_SHARE_DIR).join("vmlinux"),
             initrd: Path::new(DEFAULT_SHARE_DIR).join("initramfs.cpio"),
-            vcpus: 2,
-            memory_mib: 512,
+            // The VMM's defaults: the VMs the default snapshot restores.
+            vcpus: vmm::VmConfig::default().vcpus,
+            memory_mib: vmm::VmConfig::default().memory_mib,
             compat: "auto".to_string(),
             vmm_binary: None,
             boot_timeout_secs: 600,

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vmrun_agent::client::{dial_hybrid_vsock, AgentClient, StorageMount};
+use vmrun_agent::client::{dial_sandbox, AgentClient, SandboxInit, StorageMount};
 
 use crate::config::ShimConfig;
 use crate::error::{Result, ShimError};
@@ -15,7 +15,6 @@ use crate::sandbox_dir::SandboxDir;
 use crate::vmm_process::{ExitWatch, VmmProcess, SHARE_TAG};
 
 /// The agent's vsock port.
-const AGENT_PORT: u32 = 1024;
 
 /// One running microVM.
 pub struct Sandbox {
@@ -73,8 +72,12 @@ impl Sandbox {
         vmm: &VmmProcess,
     ) -> Result<AgentClient> {
         let deadline = Instant::now() + Duration::from_secs(config.boot_timeout_secs);
+        let init = SandboxInit {
+            share_tags: vec![SHARE_TAG.to_string()],
+            hostname: String::new(),
+        };
         let agent = tokio::select! {
-            agent = dial_hybrid_vsock(dir.vsock(), AGENT_PORT, deadline) => agent.map_err(|e| {
+            agent = dial_sandbox(dir.vsock(), vmrun_agent::AGENT_VSOCK_PORT, deadline, &init) => agent.map_err(|e| {
                 ShimError::Vm(format!(
                     "the guest agent did not answer within {} s: {e}",
                     config.boot_timeout_secs

@@ -75,6 +75,12 @@ pub trait VirtioDevice: Send {
         queue_events: Vec<EventFd>,
     ) -> Result<(), ActivateError>;
 
+    /// Tells the device that the next [`activate`](Self::activate) resumes
+    /// rings a driver set up in an earlier VMM (a snapshot restore), so
+    /// that it can tell the driver what did not survive (vsock: a
+    /// transport reset). Most devices keep no state across it.
+    fn restored(&mut self) {}
+
     /// Stops the device (joining its worker thread) and returns it to the
     /// state it had before activation. Called on a driver-initiated reset;
     /// a no-op for a device that is not active.

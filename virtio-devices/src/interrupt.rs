@@ -50,6 +50,12 @@ impl IrqTrigger {
         self.status.fetch_and(!bits, Ordering::SeqCst);
     }
 
+    /// Sets the InterruptStatus bits without raising the line: the state of
+    /// a restored device, whose interrupt controller state is restored too.
+    pub fn set_status(&self, bits: u32) {
+        self.status.store(bits, Ordering::SeqCst);
+    }
+
     /// The irqfd this trigger writes to.
     pub fn irqfd(&self) -> &EventFd {
         &self.irqfd

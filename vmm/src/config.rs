@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::compat::CompatMode;
+use crate::snapshot::SnapshotUse;
 
 /// Where the set-up installs the guest kernel and initramfs.
 pub const DEFAULT_SHARE_DIR: &str = "/usr/local/share/vmrun";
@@ -32,6 +33,11 @@ pub struct VmConfig {
     /// Host side of the guest's vsock (Firecracker-style hybrid vsock): a
     /// Unix socket the VMM listens on. No vsock device if unset.
     pub vsock_uds: Option<PathBuf>,
+    /// Whether to restore from a snapshot instead of booting.
+    pub snapshot: SnapshotUse,
+    /// Boot the guest a snapshot is made of (see [`crate::snapshot`]):
+    /// slot-tagged shares, and on a software-KVM host one vCPU online.
+    pub template: bool,
 }
 
 /// A host directory the guest mounts with `mount -t virtiofs <tag> <dir>`.
@@ -68,6 +74,8 @@ impl Default for VmConfig {
             vsock_uds: None,
             shares: Vec::new(),
             disks: Vec::new(),
+            snapshot: SnapshotUse::Auto,
+            template: false,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod devices;
 pub mod memory;
 pub mod oci;
+pub mod snapshot;
 pub mod vm;
 
 pub use config::VmConfig;

@@ -1,8 +1,13 @@
 //! Guest physical memory: the fixed x86_64 layout used for booting and the
 //! creation of the guest RAM regions.
 
+use std::fs::File;
+use std::sync::Arc;
+
 use vm_memory::mmap::FromRangesError;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+use crate::snapshot::state::MemoryRegion;
 
 /// Guest memory as every part of the VMM sees it.
 pub type GuestMemory = GuestMemoryMmap<()>;
@@ -57,6 +62,49 @@ pub fn ram_regions(size: u64) -> Vec<(GuestAddress, usize)> {
 /// Maps `size` bytes of anonymous guest RAM.
 pub fn create_guest_memory(size: u64) -> Result<GuestMemory, FromRangesError> {
     GuestMemoryMmap::from_ranges(&ram_regions(size))
+}
+
+/// Why a snapshot's memory file cannot be mapped.
+#[derive(Debug, thiserror::Error)]
+pub enum MapError {
+    #[error("cannot map {len} bytes of the memory file at offset {offset}: {reason}")]
+    Mmap {
+        offset: u64,
+        len: u64,
+        reason: String,
+    },
+    #[error("the memory file's regions do not form a guest memory: {0}")]
+    Layout(String),
+}
+
+/// Maps a snapshot's memory file as guest RAM, copy-on-write
+/// (`MAP_PRIVATE`): pages are read from the file's page cache when the
+/// guest touches them, shared by every VM restored from the same file, and
+/// copied only when written.
+pub fn map_snapshot_memory(file: File, regions: &[MemoryRegion]) -> Result<GuestMemory, MapError> {
+    let file = Arc::new(file);
+    let mut mapped = Vec::with_capacity(regions.len());
+    for region in regions {
+        let mmap_err = |reason: String| MapError::Mmap {
+            offset: region.file_offset,
+            len: region.len,
+            reason,
+        };
+        let len = usize::try_from(region.len).map_err(|e| mmap_err(e.to_string()))?;
+        let mapping = MmapRegion::<()>::build(
+            Some(FileOffset::from_arc(file.clone(), region.file_offset)),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+        )
+        .map_err(|e| mmap_err(e.to_string()))?;
+        let guest =
+            GuestRegionMmap::new(mapping, GuestAddress(region.guest_addr)).ok_or_else(|| {
+                MapError::Layout(format!("region at {:#x} overflows", region.guest_addr))
+            })?;
+        mapped.push(guest);
+    }
+    GuestMemoryMmap::from_regions(mapped).map_err(|e| MapError::Layout(e.to_string()))
 }
 
 /// One entry of the memory map given to the guest (e820 or PVH memmap).

@@ -8,7 +8,12 @@ use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use std::path::Path;
+
+use kvm_bindings::{
+    kvm_clock_data, kvm_cpuid_entry2, kvm_irqchip, kvm_pit_config, kvm_userspace_memory_region,
+    CpuId, KVM_MAX_CPUID_ENTRIES,
+};
 use kvm_ioctls::{Kvm, VmFd};
 use linux_loader::cmdline::Cmdline;
 use vm_memory::{GuestMemory as _, GuestMemoryRegion};
@@ -21,10 +26,12 @@ use crate::config::{ConfigError, VmConfig};
 use crate::console::{ConsoleEvent, ConsoleSink};
 use crate::cpu::{Vcpu, VcpuError};
 use crate::devices::i8042::{self, I8042};
-use crate::devices::serial::{self, SerialDevice};
-use crate::devices::virtio::{self, VirtioError};
+use crate::devices::serial::{self, SavedSerial, SerialDevice, SerialSnapshot};
+use crate::devices::virtio::{self, Transports, VirtioError};
 use crate::devices::{Bus, BusError, IrqLine};
 use crate::memory::{self, GuestMemory};
+use crate::snapshot::state::{SnapshotInputs, SnapshotMeta, SnapshotState, VmKvmState};
+use crate::snapshot::{self, SnapshotError};
 
 /// KVM's TSS needs three pages somewhere the guest never uses.
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
@@ -131,6 +138,14 @@ pub enum VmError {
     Signal(vmm_sys_util::errno::Error),
     #[error("cannot start vCPU thread: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("snapshot memory: {0}")]
+    SnapshotMemory(#[from] memory::MapError),
+    #[error("restoring a device: {0}")]
+    DeviceRestore(#[from] virtio_devices::mmio::RestoreError),
+    #[error("restoring the serial port: {0}")]
+    SerialRestore(#[from] serial::SerialRestoreError),
 }
 
 /// The kernel command line a VM built from `config` gets on this host.
@@ -149,7 +164,18 @@ fn build_cmdline(
         .iter()
         .map(virtio::VirtioSlot::cmdline_entry)
         .collect();
-    Ok(cmdline::build(profile, &devices, &config.extra_cmdline)?)
+    let mut extra = Vec::new();
+    if config.template {
+        extra.push(snapshot::TEMPLATE_FLAG.to_string());
+        // A snapshot's guest boots with one vCPU online where 2-vCPU boots
+        // stall (software KVM, see guest-kernel/README.md); the agent brings
+        // the others online after a restore.
+        if profile.is_active() && config.vcpus > 1 {
+            extra.push("maxcpus=1".to_string());
+        }
+    }
+    extra.extend(config.extra_cmdline.iter().cloned());
+    Ok(cmdline::build(profile, &devices, &extra)?)
 }
 
 fn cmdline_text(cmdline: &Cmdline) -> String {
@@ -179,26 +205,65 @@ fn install_kick_handler() -> Result<(), VmError> {
 pub struct Vm {
     events: Receiver<VmEvent>,
     stop: Arc<AtomicBool>,
-    vcpus: Vec<JoinHandle<()>>,
+    vcpus: Vec<JoinHandle<Vcpu>>,
     cmdline: String,
+    restored: bool,
+    /// The CPUID vCPU 0 of a new VM gets on this host.
+    host_cpuid: Vec<kvm_cpuid_entry2>,
+    serial: Arc<Mutex<dyn SavedSerial>>,
+    transports: Transports,
+    kvm: Kvm,
     // Kept for the VM's lifetime: the fds own the VM and its memory.
-    _vm: VmFd,
-    _mem: GuestMemory,
+    vm: VmFd,
+    mem: GuestMemory,
+}
+
+/// The parts of a VM before its vCPUs run.
+struct Parts {
+    kvm: Kvm,
+    vm: VmFd,
+    mem: GuestMemory,
+    events: Receiver<VmEvent>,
+    event_tx: Sender<VmEvent>,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+    serial: Arc<Mutex<dyn SavedSerial>>,
+    transports: Transports,
+    supported_cpuid: CpuId,
+    profile: CompatProfile,
+}
+
+fn kvm_op(op: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Kvm { op, source }
 }
 
 impl Vm {
-    /// Builds the VM described by `config` and starts its vCPUs. Guest
-    /// console output goes to `console`.
+    /// Builds the VM described by `config` and starts its vCPUs: restored
+    /// from a snapshot where `config.snapshot` finds one that fits (see
+    /// [`snapshot::select`]), booted otherwise. Guest console output goes
+    /// to `console`.
     pub fn start<W: Write + Send + 'static>(config: &VmConfig, console: W) -> Result<Vm, VmError> {
         config.validate()?;
+        match snapshot::select(config)? {
+            Some(loaded) => Self::restore(config, loaded, console),
+            None => Self::boot(config, console),
+        }
+    }
+
+    /// Creates the KVM VM, its memory and its devices.
+    fn build<W: Write + Send + 'static>(
+        config: &VmConfig,
+        mem: GuestMemory,
+        console: W,
+        serial_state: Option<&SerialSnapshot>,
+        slots: &[virtio::VirtioSlot],
+    ) -> Result<Parts, VmError> {
         let profile = CompatProfile::for_host(config.compat);
         if profile.is_active() {
             tracing::info!("software KVM host: applying the kvm_pvm compatibility profile");
         }
         install_kick_handler()?;
-
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
-        let kvm_op = |op| move |source| VmError::Kvm { op, source };
         let vm = kvm.create_vm().map_err(kvm_op("KVM_CREATE_VM"))?;
         vm.set_tss_address(KVM_TSS_ADDRESS)
             .map_err(kvm_op("KVM_SET_TSS_ADDR"))?;
@@ -208,68 +273,146 @@ impl Vm {
             ..Default::default()
         };
         vm.create_pit2(pit).map_err(kvm_op("KVM_CREATE_PIT2"))?;
+        register_memory(&vm, &mem)?;
 
+        let (event_tx, events) = channel();
+        let (pio, serial) = legacy_devices(&vm, console, &event_tx, serial_state)?;
+        let mut mmio = Bus::default();
+        let transports = virtio::attach(&vm, &mem, slots, &mut mmio)?;
+        let supported_cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_op("KVM_GET_SUPPORTED_CPUID"))?;
+        Ok(Parts {
+            kvm,
+            vm,
+            mem,
+            events,
+            event_tx,
+            pio: Arc::new(pio),
+            mmio: Arc::new(mmio),
+            serial,
+            transports,
+            supported_cpuid,
+            profile,
+        })
+    }
+
+    /// Boots the kernel.
+    fn boot<W: Write + Send + 'static>(config: &VmConfig, console: W) -> Result<Vm, VmError> {
         let mem = memory::create_guest_memory(config.memory_bytes()).map_err(|source| {
             VmError::Memory {
                 mib: config.memory_mib,
                 source,
             }
         })?;
-        register_memory(&vm, &mem)?;
-
-        let kernel = boot::load_kernel(&mem, &config.kernel)?;
+        let slots = virtio::plan(config);
+        let parts = Self::build(config, mem, console, None, &slots)?;
+        let mem = &parts.mem;
+        let kernel = boot::load_kernel(mem, &config.kernel)?;
         let initrd = match &config.initrd {
-            Some(path) => Some(boot::load_initrd(&mem, path)?),
+            Some(path) => Some(boot::load_initrd(mem, path)?),
             None => None,
         };
-
-        let (event_tx, events) = channel();
-        let pio = Arc::new(legacy_devices(&vm, console, &event_tx)?);
-        let slots = virtio::plan(config);
-        let mut mmio = Bus::default();
-        virtio::attach(&vm, &mem, &slots, &mut mmio)?;
-        let mmio = Arc::new(mmio);
-
-        let cmdline = build_cmdline(config, &profile, &slots)?;
+        let cmdline = build_cmdline(config, &parts.profile, &slots)?;
         boot::write_boot_info(
-            &mem,
+            mem,
             &kernel,
             &cmdline,
             initrd,
             config.vcpus,
             config.memory_bytes(),
         )?;
-
-        let supported = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(kvm_op("KVM_GET_SUPPORTED_CPUID"))?;
         let vcpus = (0..config.vcpus)
             .map(|id| {
                 Vcpu::new(
-                    &vm,
-                    &supported,
+                    &parts.vm,
+                    &parts.supported_cpuid,
                     id,
                     config.vcpus,
-                    &profile,
-                    &mem,
+                    &parts.profile,
+                    mem,
                     kernel.entry,
-                    (pio.clone(), mmio.clone()),
+                    (parts.pio.clone(), parts.mmio.clone()),
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
+        Self::run(parts, vcpus, cmdline_text(&cmdline), false, config.vcpus)
+    }
 
+    /// Restores the snapshot `loaded`, bound to `config`'s vsock socket and
+    /// shares.
+    fn restore<W: Write + Send + 'static>(
+        config: &VmConfig,
+        loaded: snapshot::LoadedSnapshot,
+        console: W,
+    ) -> Result<Vm, VmError> {
+        let started = Instant::now();
+        let state = loaded.state;
+        let mem = memory::map_snapshot_memory(loaded.memory, &state.memory)?;
+        let mut slot_config = config.clone();
+        slot_config.shares = snapshot::slot_shares(config, &loaded.dir);
+        let slots = virtio::plan(&slot_config);
+        let parts = Self::build(config, mem, console, Some(&state.serial), &slots)?;
+
+        let here = vcpu0_cpuid(&parts.supported_cpuid, config.vcpus, &parts.profile);
+        if let Some(leaf) = first_difference(&state.meta.host_cpuid, &here) {
+            return Err(SnapshotError::Mismatch {
+                what: "host CPU features (CPUID)",
+                snapshot: leaf.0,
+                wanted: leaf.1,
+            }
+            .into());
+        }
+        if parts.transports.len() != state.virtio.len() {
+            return Err(SnapshotError::Mismatch {
+                what: "device count",
+                snapshot: state.virtio.len().to_string(),
+                wanted: parts.transports.len().to_string(),
+            }
+            .into());
+        }
+        for (transport, saved) in parts.transports.iter().zip(&state.virtio) {
+            lock(transport).0.restore_state(saved)?;
+        }
+        let vcpus = state
+            .vcpus
+            .iter()
+            .map(|saved| Vcpu::restore(&parts.vm, saved, (parts.pio.clone(), parts.mmio.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        restore_vm_state(&parts.vm, &state.vm)?;
+        tracing::info!(
+            snapshot = %loaded.dir.display(),
+            "restored the VM in {:.3} s",
+            started.elapsed().as_secs_f64()
+        );
+        Self::run(parts, vcpus, state.meta.cmdline, true, config.vcpus)
+    }
+
+    /// Starts a thread per vCPU.
+    fn run(
+        parts: Parts,
+        vcpus: Vec<Vcpu>,
+        cmdline: String,
+        restored: bool,
+        count: u8,
+    ) -> Result<Vm, VmError> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut vm = Vm {
-            events,
+            events: parts.events,
             stop: stop.clone(),
             vcpus: Vec::new(),
-            cmdline: cmdline_text(&cmdline),
-            _vm: vm,
-            _mem: mem,
+            cmdline,
+            restored,
+            host_cpuid: vcpu0_cpuid(&parts.supported_cpuid, count, &parts.profile),
+            serial: parts.serial,
+            transports: parts.transports,
+            kvm: parts.kvm,
+            vm: parts.vm,
+            mem: parts.mem,
         };
         for vcpu in vcpus {
             let stop = stop.clone();
-            let events = event_tx.clone();
+            let events = parts.event_tx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu{}", vcpu.id()))
                 .spawn(move || vcpu.run(&stop, &events))
@@ -282,6 +425,11 @@ impl Vm {
     /// The kernel command line the guest was given.
     pub fn cmdline(&self) -> &str {
         &self.cmdline
+    }
+
+    /// Whether the VM was restored from a snapshot (rather than booted).
+    pub fn restored(&self) -> bool {
+        self.restored
     }
 
     /// Waits for the next event, at most until `deadline`. `None` means
@@ -301,9 +449,10 @@ impl Vm {
         self.events.try_recv().ok()
     }
 
-    /// Stops every vCPU and waits for their threads.
-    pub fn stop(&mut self) {
+    /// Stops every vCPU and waits for their threads; returns the vCPUs.
+    fn stop_vcpus(&mut self) -> Vec<Vcpu> {
         self.stop.store(true, Ordering::Release);
+        let mut stopped = Vec::with_capacity(self.vcpus.len());
         for handle in self.vcpus.drain(..) {
             // A vCPU blocked in KVM_RUN (e.g. an idle guest) only returns
             // when signalled; keep kicking until the thread is gone.
@@ -311,10 +460,69 @@ impl Vm {
                 let _ = handle.kill(kick_signal());
                 std::thread::sleep(Duration::from_millis(5));
             }
-            if handle.join().is_err() {
-                tracing::error!("a vCPU thread panicked");
+            match handle.join() {
+                Ok(vcpu) => stopped.push(vcpu),
+                Err(_) => tracing::error!("a vCPU thread panicked"),
             }
         }
+        stopped
+    }
+
+    /// Stops every vCPU and waits for their threads.
+    pub fn stop(&mut self) {
+        self.stop_vcpus();
+    }
+
+    /// Pauses the VM for good and saves it in `dir` (which must exist):
+    /// the state file and the memory file. `inputs` says what it was made
+    /// from.
+    pub fn snapshot(mut self, dir: &Path, inputs: SnapshotInputs) -> Result<(), SnapshotError> {
+        let count = self.vcpus.len();
+        let mut vcpus = self.stop_vcpus();
+        if vcpus.len() != count {
+            return Err(SnapshotError::Guest("lost a vCPU thread".into()));
+        }
+        let msr_indexes = self
+            .kvm
+            .get_msr_index_list()
+            .map_err(|e| SnapshotError::Guest(format!("KVM_GET_MSR_INDEX_LIST: {e}")))?
+            .as_slice()
+            .to_vec();
+        let vcpu_err = |e: VcpuError| SnapshotError::Guest(e.to_string());
+        let mut vcpu_states = Vec::with_capacity(count);
+        for vcpu in &mut vcpus {
+            vcpu.quiesce().map_err(vcpu_err)?;
+            vcpu_states.push(vcpu.save_state(&msr_indexes).map_err(vcpu_err)?);
+        }
+        let vm_state = save_vm_state(&self.vm)?;
+        let virtio = self
+            .transports
+            .iter()
+            .map(|t| lock(t).0.save_state())
+            .collect();
+        let serial = self
+            .serial
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .snapshot();
+        let (state_path, memory_path) = snapshot::file::paths(dir);
+        let memory = snapshot::file::write_memory(&memory_path, &self.mem)?;
+        let state = SnapshotState {
+            meta: SnapshotMeta {
+                inputs,
+                host_cpuid: std::mem::take(&mut self.host_cpuid),
+                cmdline: self.cmdline.clone(),
+                created_unix: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            },
+            vcpus: vcpu_states,
+            vm: vm_state,
+            serial,
+            virtio,
+            memory,
+        };
+        snapshot::file::write_state(&state_path, &state)
     }
 }
 
@@ -322,6 +530,84 @@ impl Drop for Vm {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The CPUID a new vCPU 0 gets here: what the fit check of a restore
+/// compares with the snapshot's.
+fn vcpu0_cpuid(supported: &CpuId, count: u8, profile: &CompatProfile) -> Vec<kvm_cpuid_entry2> {
+    let mut cpuid = supported.clone();
+    crate::cpu::cpuid::filter(&mut cpuid, 0, count, profile);
+    cpuid.as_slice().to_vec()
+}
+
+/// The first CPUID leaf that differs, as (snapshot, here) descriptions.
+fn first_difference(
+    saved: &[kvm_cpuid_entry2],
+    here: &[kvm_cpuid_entry2],
+) -> Option<(String, String)> {
+    let show = |e: Option<&kvm_cpuid_entry2>| match e {
+        Some(e) => format!(
+            "leaf {:#x}.{}: {:08x} {:08x} {:08x} {:08x}",
+            e.function, e.index, e.eax, e.ebx, e.ecx, e.edx
+        ),
+        None => "absent".to_string(),
+    };
+    let same = |a: &kvm_cpuid_entry2, b: &kvm_cpuid_entry2| {
+        (a.function, a.index, a.flags, a.eax, a.ebx, a.ecx, a.edx)
+            == (b.function, b.index, b.flags, b.eax, b.ebx, b.ecx, b.edx)
+    };
+    (0..saved.len().max(here.len())).find_map(|i| {
+        let (a, b) = (saved.get(i), here.get(i));
+        match (a, b) {
+            (Some(a), Some(b)) if same(a, b) => None,
+            _ => Some((show(a), show(b))),
+        }
+    })
+}
+
+const IRQCHIP_PIC_MASTER: u32 = 0;
+const IRQCHIP_PIC_SLAVE: u32 = 1;
+const IRQCHIP_IOAPIC: u32 = 2;
+
+fn get_irqchip(vm: &VmFd, chip_id: u32) -> Result<kvm_irqchip, SnapshotError> {
+    let mut chip = kvm_irqchip {
+        chip_id,
+        ..Default::default()
+    };
+    vm.get_irqchip(&mut chip)
+        .map_err(|e| SnapshotError::Guest(format!("KVM_GET_IRQCHIP {chip_id}: {e}")))?;
+    Ok(chip)
+}
+
+fn save_vm_state(vm: &VmFd) -> Result<VmKvmState, SnapshotError> {
+    let err = |op: &str, e: kvm_ioctls::Error| SnapshotError::Guest(format!("{op}: {e}"));
+    Ok(VmKvmState {
+        pit: vm.get_pit2().map_err(|e| err("KVM_GET_PIT2", e))?,
+        clock: vm.get_clock().map_err(|e| err("KVM_GET_CLOCK", e))?,
+        pic_master: get_irqchip(vm, IRQCHIP_PIC_MASTER)?,
+        pic_slave: get_irqchip(vm, IRQCHIP_PIC_SLAVE)?,
+        ioapic: get_irqchip(vm, IRQCHIP_IOAPIC)?,
+    })
+}
+
+fn restore_vm_state(vm: &VmFd, state: &VmKvmState) -> Result<(), VmError> {
+    vm.set_pit2(&state.pit).map_err(kvm_op("KVM_SET_PIT2"))?;
+    // The guest's clock carries on from the moment it was saved (flags
+    // cleared: KVM_CLOCK_REALTIME would advance it by the wall time since
+    // then); the agent sets the wall clock from the host.
+    let clock = kvm_clock_data {
+        flags: 0,
+        ..state.clock
+    };
+    vm.set_clock(&clock).map_err(kvm_op("KVM_SET_CLOCK"))?;
+    for chip in [&state.pic_master, &state.pic_slave, &state.ioapic] {
+        vm.set_irqchip(chip).map_err(kvm_op("KVM_SET_IRQCHIP"))?;
+    }
+    Ok(())
 }
 
 fn register_memory(vm: &VmFd, mem: &GuestMemory) -> Result<(), VmError> {
@@ -361,26 +647,28 @@ fn legacy_devices<W: Write + Send + 'static>(
     vm: &VmFd,
     console: W,
     events: &Sender<VmEvent>,
-) -> Result<Bus, VmError> {
+    saved: Option<&SerialSnapshot>,
+) -> Result<(Bus, Arc<Mutex<dyn SavedSerial>>), VmError> {
     let irq = EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?;
     vm.register_irqfd(&irq, serial::COM1_IRQ)
         .map_err(|source| VmError::Kvm {
             op: "KVM_IRQFD (serial)",
             source,
         })?;
-    let serial = SerialDevice::new(IrqLine(irq), ConsoleSink::new(console, events.clone()));
+    let sink = ConsoleSink::new(console, events.clone());
+    let serial = match saved {
+        Some(saved) => SerialDevice::restore(IrqLine(irq), sink, saved)?,
+        None => SerialDevice::new(IrqLine(irq), sink),
+    };
+    let serial = Arc::new(Mutex::new(serial));
     let i8042 = I8042::new(ResetLine(events.clone()));
 
     let mut pio = Bus::default();
-    pio.insert(
-        serial::COM1_PORT,
-        serial::PORT_COUNT,
-        Arc::new(Mutex::new(serial)),
-    )?;
+    pio.insert(serial::COM1_PORT, serial::PORT_COUNT, serial.clone())?;
     pio.insert(
         i8042::I8042_DATA_PORT,
         i8042::PORT_COUNT,
         Arc::new(Mutex::new(i8042)),
     )?;
-    Ok(pio)
+    Ok((pio, serial))
 }

@@ -18,10 +18,9 @@ use oci_spec::runtime::Spec;
 use vmm::config::SharedDir;
 use vmm::{Vm, VmConfig};
 use vmrun_agent::client::{
-    dial_hybrid_vsock, AgentClient, ContainerCreate, ExecCommand, ProcessExit, StorageMount,
+    dial_sandbox, AgentClient, ContainerCreate, ExecCommand, ProcessExit, SandboxInit, StorageMount,
 };
 
-const AGENT_PORT: u32 = 1024;
 const ROOTFS_MOUNT: &str = "/run/vmrun/rootfs/bench";
 const DATA_MOUNT: &str = "/run/vmrun/bench-data";
 /// A tmpfs in the guest, the baseline without virtio-fs.
@@ -238,7 +237,11 @@ async fn container_start(agent: &AgentClient, id: &str) -> anyhow::Result<(Durat
 
 async fn dial(args: &ContainersBenchArgs, socket: &Path) -> anyhow::Result<AgentClient> {
     let deadline = Instant::now() + Duration::from_secs(args.boot_timeout);
-    dial_hybrid_vsock(socket, AGENT_PORT, deadline)
+    let init = SandboxInit {
+        share_tags: vec!["rootfs".into(), "data".into()],
+        hostname: String::new(),
+    };
+    dial_sandbox(socket, vmrun_agent::AGENT_VSOCK_PORT, deadline, &init)
         .await
         .context("the guest agent did not answer")
 }

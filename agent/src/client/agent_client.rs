@@ -305,6 +305,10 @@ impl AgentClient {
         Ok(OutputStream::new(chunks, "read stderr"))
     }
 
+    pub(crate) fn guest_client(&self) -> GuestClient<Channel> {
+        self.guest.clone()
+    }
+
     pub async fn guest_details(&self) -> Result<GuestDetailsResponse, ClientError> {
         Ok(self
             .guest

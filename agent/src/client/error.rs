@@ -50,6 +50,13 @@ pub enum ClientError {
     /// Writing a process's output to its local destination failed.
     #[error("writing the process's output: {0}")]
     OutputSink(io::Error),
+
+    /// Something on the host that a request needs failed.
+    #[error("cannot {what}: {source}")]
+    Host {
+        what: &'static str,
+        source: io::Error,
+    },
 }
 
 impl ClientError {

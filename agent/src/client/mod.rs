@@ -47,6 +47,7 @@ mod error;
 mod exec_command;
 mod hybrid_vsock;
 mod output_stream;
+mod sandbox;
 
 pub use agent_client::{AgentClient, ExecId, ProcessExit, StartedProcess};
 pub use container_api::ContainerState;
@@ -55,3 +56,4 @@ pub use error::ClientError;
 pub use exec_command::ExecCommand;
 pub use hybrid_vsock::{connect_hybrid_vsock, dial_hybrid_vsock, HandshakeError};
 pub use output_stream::OutputStream;
+pub use sandbox::{dial_sandbox, SandboxInit};

@@ -11,6 +11,8 @@ const LOG_LEVEL: &str = "vmrun.log=";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AgentOptions {
     pub exit_when_ready: bool,
+    /// Booted to be snapshotted ([`crate::TEMPLATE_FLAG`]).
+    pub template: bool,
     pub log_level: LevelFilter,
 }
 
@@ -18,6 +20,7 @@ impl Default for AgentOptions {
     fn default() -> Self {
         Self {
             exit_when_ready: false,
+            template: false,
             // The console is a slow emulated serial port: warnings only.
             log_level: LevelFilter::WARN,
         }
@@ -33,6 +36,8 @@ impl AgentOptions {
         for word in cmdline.split_ascii_whitespace() {
             if word == EXIT_WHEN_READY || word == "vmrun.exit_when_ready=1" {
                 options.exit_when_ready = true;
+            } else if word == crate::TEMPLATE_FLAG {
+                options.template = true;
             } else if let Some(level) = word.strip_prefix(LOG_LEVEL) {
                 if let Ok(level) = level.parse() {
                     options.log_level = level;

@@ -76,7 +76,11 @@ async fn serve_until_done(options: AgentOptions) -> Result<(), InitError> {
     if options.exit_when_ready {
         return Ok(());
     }
-    match server::serve_with(listener.incoming(), ServerConfig::guest()).await? {
+    let config = ServerConfig {
+        template: options.template,
+        ..ServerConfig::guest()
+    };
+    match server::serve_with(listener.incoming(), config).await? {
         ServeOutcome::ShutdownRequested => tracing::info!("powering off on request"),
         ServeOutcome::ListenerClosed => tracing::warn!("vsock listener closed, powering off"),
     }

@@ -67,6 +67,10 @@ pub enum AgentError {
     /// A `Storage` request failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+
+    /// `InitSandbox` could not make the guest its own.
+    #[error("init sandbox: {0}")]
+    InitSandbox(#[from] crate::sandbox_init::InitSandboxError),
 }
 
 impl AgentError {
@@ -97,6 +101,10 @@ impl AgentError {
             Self::ProcessIo { .. } | Self::Internal { .. } => Code::Internal,
             Self::Container(error) => container_code(error),
             Self::Storage(error) => storage_code(error),
+            Self::InitSandbox(crate::sandbox_init::InitSandboxError::EntropySize(_)) => {
+                Code::InvalidArgument
+            }
+            Self::InitSandbox(_) => Code::Internal,
         }
     }
 }

@@ -7,20 +7,60 @@ use tonic::{Request, Response, Status};
 
 use super::error::AgentError;
 use crate::proto::guest_server::Guest;
-use crate::proto::{GuestDetailsRequest, GuestDetailsResponse, ShutdownRequest, ShutdownResponse};
+use crate::proto::{
+    GuestDetailsRequest, GuestDetailsResponse, InitSandboxRequest, InitSandboxResponse,
+    ShutdownRequest, ShutdownResponse,
+};
+use crate::sandbox_init;
+use crate::storage::StorageManager;
 use crate::AGENT_VERSION;
+
+/// Where the kernel lists CPUs.
+const SYS_CPU: &str = "/sys/devices/system/cpu";
 
 /// Serves `Guest`. `Shutdown` only raises the flag; whoever runs the server
 /// powers off once the answer is out (see [`super::serve`]).
 #[derive(Debug, Clone)]
 pub struct GuestService {
     shutdown_requested: Arc<watch::Sender<bool>>,
+    storage: Arc<StorageManager>,
+    /// Booted to be snapshotted: virtio-fs devices carry slot tags.
+    template: bool,
 }
 
 impl GuestService {
-    pub fn new(shutdown_requested: Arc<watch::Sender<bool>>) -> Self {
-        Self { shutdown_requested }
+    pub fn new(
+        shutdown_requested: Arc<watch::Sender<bool>>,
+        storage: Arc<StorageManager>,
+        template: bool,
+    ) -> Self {
+        Self {
+            shutdown_requested,
+            storage,
+            template,
+        }
     }
+}
+
+/// Runs `InitSandbox`'s steps; the clock first, so that what follows is
+/// logged with the right time.
+fn init_sandbox(
+    request: InitSandboxRequest,
+    storage: &StorageManager,
+    template: bool,
+) -> Result<InitSandboxResponse, AgentError> {
+    sandbox_init::set_clock(request.unix_time_ns)?;
+    sandbox_init::reseed_random(&request.entropy)?;
+    sandbox_init::set_hostname(&request.hostname)?;
+    if template {
+        storage.name_share_slots(&request.share_tags);
+    }
+    let cpus_online = sandbox_init::online_cpus(std::path::Path::new(SYS_CPU));
+    tracing::info!(cpus_online, from_snapshot = template, "sandbox initialised");
+    Ok(InitSandboxResponse {
+        from_snapshot: template,
+        cpus_online,
+    })
 }
 
 /// Reads what `GuestDetails` reports from the running kernel.
@@ -53,6 +93,24 @@ impl Guest for GuestService {
         _: Request<GuestDetailsRequest>,
     ) -> Result<Response<GuestDetailsResponse>, Status> {
         Ok(Response::new(guest_details()?))
+    }
+
+    async fn init_sandbox(
+        &self,
+        request: Request<InitSandboxRequest>,
+    ) -> Result<Response<InitSandboxResponse>, Status> {
+        let request = request.into_inner();
+        let storage = Arc::clone(&self.storage);
+        let template = self.template;
+        // Bringing CPUs online blocks until they are up.
+        let response =
+            tokio::task::spawn_blocking(move || init_sandbox(request, &storage, template))
+                .await
+                .map_err(|e| AgentError::Internal {
+                    op: "init sandbox",
+                    reason: format!("worker thread failed: {e}"),
+                })??;
+        Ok(Response::new(response))
     }
 
     async fn shutdown(

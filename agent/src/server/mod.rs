@@ -82,6 +82,8 @@ pub struct ServerConfig {
     /// Start the container helper at once instead of at the first
     /// container, so that container does not wait for it.
     pub prestart_container_helper: bool,
+    /// The guest was booted to be snapshotted ([`crate::TEMPLATE_FLAG`]).
+    pub template: bool,
 }
 
 impl ServerConfig {
@@ -90,6 +92,7 @@ impl ServerConfig {
         Self {
             containers: ContainerConfig::guest(),
             prestart_container_helper: false,
+            template: false,
         }
     }
 }
@@ -141,6 +144,7 @@ where
         Arc::clone(&processes),
     ));
     let storage = Arc::new(StorageManager::new(mounts));
+    let template = config.template;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown_tx = Arc::new(shutdown_tx);
@@ -151,8 +155,14 @@ where
         .add_service(HealthServer::new(HealthService))
         .add_service(ProcessServer::new(ProcessService::new(processes)))
         .add_service(ContainerServer::new(ContainerService::new(containers)))
-        .add_service(StorageServer::new(StorageService::new(storage)))
-        .add_service(GuestServer::new(GuestService::new(shutdown_tx)))
+        .add_service(StorageServer::new(StorageService::new(Arc::clone(
+            &storage,
+        ))))
+        .add_service(GuestServer::new(GuestService::new(
+            shutdown_tx,
+            storage,
+            template,
+        )))
         .serve_with_incoming_shutdown(incoming, async move {
             // An error means the flag can no longer change: keep serving.
             if stop_serving.wait_for(|stop| *stop).await.is_err() {

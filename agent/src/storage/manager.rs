@@ -16,6 +16,9 @@ use crate::mount_syscalls::{MountCall, MountSyscalls};
 pub struct StorageManager {
     mounts: Arc<dyn MountSyscalls>,
     mounted: Mutex<HashMap<PathBuf, MountSpec>>,
+    /// The host's names for virtio-fs tags, in a guest whose devices carry
+    /// slot tags (restored from a snapshot): host name -> device tag.
+    share_tags: Mutex<HashMap<String, String>>,
 }
 
 impl StorageManager {
@@ -23,6 +26,32 @@ impl StorageManager {
         Self {
             mounts,
             mounted: Mutex::new(HashMap::new()),
+            share_tags: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// From now on, a virtio-fs mount of `host_tags[i]` mounts the device
+    /// tagged [`share_slot_tag(i)`](crate::share_slot_tag).
+    pub fn name_share_slots(&self, host_tags: &[String]) {
+        let mut tags = self
+            .share_tags
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        tags.clear();
+        for (i, host_tag) in host_tags.iter().enumerate() {
+            tags.insert(host_tag.clone(), crate::share_slot_tag(i));
+        }
+    }
+
+    /// The device tag to mount for a virtio-fs `source`.
+    fn device_tag(&self, spec: &MountSpec) -> String {
+        let tags = self
+            .share_tags
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match tags.get(&spec.source) {
+            Some(slot) if spec.fstype == "virtiofs" => slot.clone(),
+            _ => spec.source.clone(),
         }
     }
 
@@ -44,8 +73,9 @@ impl StorageManager {
                 source,
             }
         })?;
+        let source = self.device_tag(&spec);
         let call = MountCall {
-            source: &spec.source,
+            source: &source,
             target: &spec.mount_point,
             fstype: &spec.fstype,
             flags: spec.flags,
@@ -130,6 +160,28 @@ mod tests {
         let error = storage.unmount(target.to_str().unwrap()).unwrap_err();
         assert!(matches!(error, StorageError::NotMounted { .. }), "{error}");
         std::fs::remove_dir_all(temp_dir("twice")).unwrap();
+    }
+
+    #[test]
+    fn host_share_names_mount_their_slot_devices() {
+        let fake = Arc::new(FakeMounts::default());
+        let storage = StorageManager::new(fake.clone());
+        storage.name_share_slots(&["sandbox".to_string(), "data".to_string()]);
+        let target = temp_dir("slots");
+        storage
+            .mount(spec("data", "virtiofs", &target.join("data")))
+            .unwrap();
+        storage
+            .mount(spec("other", "virtiofs", &target.join("other")))
+            .unwrap();
+        let calls = fake.calls().join("\n");
+        assert!(calls.contains("vmrun-fs1"), "{calls}");
+        assert!(calls.contains("other"), "{calls}");
+        assert!(
+            !calls.contains("data on") && !calls.contains("vmrun-fs0"),
+            "{calls}"
+        );
+        std::fs::remove_dir_all(target).unwrap();
     }
 
     #[test]

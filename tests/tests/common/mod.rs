@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use vmm::config::{Disk, SharedDir};
 use vmm::{Vm, VmConfig};
-use vmrun_agent::client::{dial_hybrid_vsock, AgentClient};
+use vmrun_agent::client::{dial_sandbox, AgentClient, SandboxInit};
 
 /// A booted guest; dropping it stops the VM and removes its directory.
 pub struct Guest {
@@ -43,6 +43,10 @@ pub async fn boot(dir: &Path, shares: Vec<SharedDir>, disks: Vec<Disk>) -> Guest
         .with_test_writer()
         .try_init();
     let socket = dir.join("vsock.sock");
+    let init = SandboxInit {
+        share_tags: shares.iter().map(|s| s.tag.clone()).collect(),
+        hostname: String::new(),
+    };
     let config = VmConfig {
         vsock_uds: Some(socket.clone()),
         shares,
@@ -52,7 +56,7 @@ pub async fn boot(dir: &Path, shares: Vec<SharedDir>, disks: Vec<Disk>) -> Guest
     let vm = Vm::start(&config, std::io::stderr()).expect("start VM");
     // As long as `vmrun run` waits by default: a loaded host boots slowly.
     let deadline = Instant::now() + Duration::from_secs(600);
-    let agent = dial_hybrid_vsock(&socket, 1024, deadline)
+    let agent = dial_sandbox(&socket, vmrun_agent::AGENT_VSOCK_PORT, deadline, &init)
         .await
         .expect("agent answers");
     Guest {

@@ -22,8 +22,11 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::{ActivateError, GuestMemoryMmap, IrqTrigger, VirtioDevice};
 
+mod state;
 #[cfg(test)]
 mod tests;
+
+pub use state::{QueueState, RestoreError, TransportState};
 
 /// Size of the MMIO window of one device.
 pub const MMIO_WINDOW_SIZE: u64 = 0x1000;
@@ -463,18 +466,32 @@ impl MmioTransport {
         self.acked_features & !offered == 0 && self.acked_features & (1 << VIRTIO_F_VERSION_1) != 0
     }
 
+    fn event_idx(&self) -> bool {
+        self.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0
+    }
+
     fn activate(&mut self) -> Result<(), QueueSetupError> {
-        let mut queues = Vec::with_capacity(self.queues.len());
-        let mut events = Vec::with_capacity(self.queues.len());
-        let event_idx = self.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
-        for (i, cfg) in self.queues.iter().enumerate() {
-            queues.push(build_queue(i, cfg, &self.mem, event_idx)?);
-            events.push(
-                self.queue_evts[i]
-                    .try_clone()
-                    .map_err(|source| QueueSetupError::EventClone { queue: i, source })?,
-            );
-        }
+        let event_idx = self.event_idx();
+        let queues = self
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(i, cfg)| build_queue(i, cfg, &self.mem, event_idx))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.start_device(queues)
+    }
+
+    /// Hands `queues` and their notification events to the device.
+    fn start_device(&mut self, queues: Vec<Queue>) -> Result<(), QueueSetupError> {
+        let events = self
+            .queue_evts
+            .iter()
+            .enumerate()
+            .map(|(i, evt)| {
+                evt.try_clone()
+                    .map_err(|source| QueueSetupError::EventClone { queue: i, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         self.device
             .activate(self.mem.clone(), self.interrupt.clone(), queues, events)?;
         self.activated = true;

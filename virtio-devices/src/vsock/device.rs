@@ -25,6 +25,8 @@ pub struct VsockDevice {
     /// worker thread while it is).
     backend: Option<VsockMuxer>,
     worker: Option<Worker<VsockMuxer>>,
+    /// The next activation resumes a restored driver's rings.
+    restored: bool,
 }
 
 impl VsockDevice {
@@ -41,6 +43,7 @@ impl VsockDevice {
             uds_path,
             backend: Some(backend),
             worker: None,
+            restored: false,
         })
     }
 
@@ -121,7 +124,8 @@ impl VirtioDevice for VsockDevice {
             interrupt,
             rxq,
             txq,
-            _evq: evq,
+            evq,
+            send_transport_reset: std::mem::take(&mut self.restored),
             rx_evt,
             tx_evt,
             ev_evt,
@@ -133,6 +137,10 @@ impl VirtioDevice for VsockDevice {
             Worker::spawn("vsock", move |kill| worker.run(kill)).map_err(ActivateError::Worker)?;
         self.worker = Some(worker);
         Ok(())
+    }
+
+    fn restored(&mut self) {
+        self.restored = true;
     }
 
     fn reset(&mut self) {

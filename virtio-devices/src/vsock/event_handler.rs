@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use tracing::{debug, error, warn};
 use virtio_queue::{Queue, QueueT};
+use vm_memory::Bytes;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -31,9 +32,11 @@ pub(crate) struct VsockWorker {
     pub(crate) interrupt: Arc<IrqTrigger>,
     pub(crate) rxq: Queue,
     pub(crate) txq: Queue,
-    /// The event queue: the device never sends events (no live migration),
-    /// it only keeps the buffers the driver posts.
-    pub(crate) _evq: Queue,
+    /// The event queue: its only event is the transport reset sent once
+    /// after a snapshot restore (connections of the saved VM are gone).
+    pub(crate) evq: Queue,
+    /// Whether to send that reset when the worker starts.
+    pub(crate) send_transport_reset: bool,
     pub(crate) rx_evt: EventFd,
     pub(crate) tx_evt: EventFd,
     pub(crate) ev_evt: EventFd,
@@ -56,6 +59,9 @@ impl VsockWorker {
                 return self.backend;
             }
         };
+        if self.send_transport_reset {
+            self.send_transport_reset();
+        }
         let mut events = [EpollEvent::default(); 8];
         loop {
             let n = match epoll.wait(self.epoll_timeout(), &mut events) {
@@ -139,6 +145,40 @@ impl VsockWorker {
             if let Err(e) = self.interrupt.trigger_used_ring() {
                 error!("vsock: failed to signal the guest: {e}");
             }
+        }
+    }
+
+    /// Tells the guest driver that every connection it had is gone
+    /// (`VIRTIO_VSOCK_EVENT_TRANSPORT_RESET`, a 4-byte event id 0): after a
+    /// restore, the host sockets of the saved VM's connections do not
+    /// exist. The driver resets its connected sockets and keeps its
+    /// listeners. Sent into the first event buffer the driver posted; a
+    /// driver that posted none gets no event.
+    fn send_transport_reset(&mut self) {
+        const EVENT_TRANSPORT_RESET: u32 = 0;
+        let Some(chain) = self.evq.pop_descriptor_chain(&self.mem) else {
+            warn!("vsock: no event buffer for the transport reset");
+            return;
+        };
+        let head = chain.head_index();
+        let written = chain
+            .filter(|d| d.is_write_only() && d.len() >= 4)
+            .take(1)
+            .find_map(|d| {
+                self.mem
+                    .write_obj(EVENT_TRANSPORT_RESET.to_le(), d.addr())
+                    .ok()
+            })
+            .map_or(0, |()| 4);
+        if written == 0 {
+            warn!("vsock: the event buffer cannot hold the transport reset");
+        }
+        if let Err(e) = self.evq.add_used(&self.mem, head, written) {
+            warn!("vsock: failed to return the event buffer: {e}");
+            return;
+        }
+        if let Err(e) = self.interrupt.trigger_used_ring() {
+            error!("vsock: failed to signal the transport reset: {e}");
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod cpuid;
 pub mod msr;
 pub mod regs;
+pub mod state;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -17,6 +18,7 @@ use crate::compat::CompatProfile;
 use crate::devices::Bus;
 use crate::memory::GuestMemory;
 use crate::vm::{VmEvent, VmExit};
+use state::VcpuState;
 
 /// Errors creating or configuring a vCPU.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,8 @@ pub enum VcpuError {
         id: u8,
         source: vmm_sys_util::fam::Error,
     },
+    #[error("vCPU {id}: KVM refused to restore MSR {index:#x}")]
+    MsrRestore { id: u8, index: u32 },
 }
 
 /// One configured vCPU, ready to run in its own thread.
@@ -96,6 +100,29 @@ impl Vcpu {
         })
     }
 
+    /// Creates vCPU `state.id` and gives it the saved state of a snapshot.
+    pub fn restore(
+        vm: &VmFd,
+        state: &VcpuState,
+        buses: (Arc<Bus>, Arc<Bus>),
+    ) -> Result<Self, VcpuError> {
+        let id = state.id;
+        let fd = vm
+            .create_vcpu(u64::from(id))
+            .map_err(|source| VcpuError::Kvm {
+                id,
+                op: "KVM_CREATE_VCPU",
+                source,
+            })?;
+        state.restore(&fd)?;
+        Ok(Self {
+            id,
+            fd,
+            pio: buses.0,
+            mmio: buses.1,
+        })
+    }
+
     /// The vCPU's index.
     pub fn id(&self) -> u8 {
         self.id
@@ -103,13 +130,41 @@ impl Vcpu {
 
     /// Runs the guest until it resets or fails, or until `stop` is set (the
     /// VMM then interrupts KVM_RUN with a signal). The reason the guest
-    /// stopped is sent on `events`.
-    pub fn run(mut self, stop: &AtomicBool, events: &Sender<VmEvent>) {
+    /// stopped is sent on `events`. Returns the vCPU, so that a stopped VM
+    /// can still be saved.
+    pub fn run(mut self, stop: &AtomicBool, events: &Sender<VmEvent>) -> Self {
         let exit = self.run_until_exit(stop);
         if let Some(exit) = exit {
             // The receiver is gone only when the VM is being torn down.
             let _ = events.send(VmEvent::Exited(exit));
         }
+        self
+    }
+
+    /// Completes the port or MMIO access the vCPU last exited for, without
+    /// running guest code: KVM finishes an emulated access only on the next
+    /// KVM_RUN, and with `immediate_exit` set that run returns at once.
+    /// Until then the registers do not describe a resumable state.
+    pub fn quiesce(&mut self) -> Result<(), VcpuError> {
+        self.fd.set_kvm_immediate_exit(1);
+        let result = self.fd.run().map(|_| ()).or_else(|e| {
+            if e.errno() == libc::EINTR {
+                Ok(())
+            } else {
+                Err(VcpuError::Kvm {
+                    id: self.id,
+                    op: "KVM_RUN (immediate exit)",
+                    source: e,
+                })
+            }
+        });
+        self.fd.set_kvm_immediate_exit(0);
+        result
+    }
+
+    /// Reads the state of this stopped and [quiesced](Self::quiesce) vCPU.
+    pub fn save_state(&self, msr_indexes: &[u32]) -> Result<VcpuState, VcpuError> {
+        VcpuState::save(&self.fd, self.id, msr_indexes)
     }
 
     fn run_until_exit(&mut self, stop: &AtomicBool) -> Option<VmExit> {

@@ -2,6 +2,8 @@
 
 use std::io::Write;
 
+use serde::{Deserialize, Serialize};
+use vm_superio::serial::SerialState;
 use vm_superio::Serial;
 
 use super::{BusDevice, IrqLine};
@@ -18,12 +20,61 @@ pub struct SerialDevice<W: Write + Send> {
     serial: Serial<IrqLine, vm_superio::serial::NoEvents, W>,
 }
 
+/// The UART's registers and receive FIFO, as a snapshot keeps them
+/// (vm-superio's `SerialState`, which has no serde support of its own).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialSnapshot {
+    pub baud_divisor_low: u8,
+    pub baud_divisor_high: u8,
+    pub interrupt_enable: u8,
+    pub interrupt_identification: u8,
+    pub line_control: u8,
+    pub line_status: u8,
+    pub modem_control: u8,
+    pub modem_status: u8,
+    pub scratch: u8,
+    pub in_buffer: Vec<u8>,
+}
+
+/// A serial device whose state can be saved, whatever its output.
+pub trait SavedSerial: Send {
+    fn snapshot(&self) -> SerialSnapshot;
+}
+
+/// A saved FIFO holds more than a 16550 can.
+#[derive(Debug, thiserror::Error)]
+#[error("saved serial state has {0} bytes in its receive FIFO, more than a 16550 holds")]
+pub struct SerialRestoreError(usize);
+
 impl<W: Write + Send> SerialDevice<W> {
     /// A UART that raises `irq` and writes what the guest sends to `out`.
     pub fn new(irq: IrqLine, out: W) -> Self {
         Self {
             serial: Serial::new(irq, out),
         }
+    }
+
+    /// A UART in the saved state `saved`.
+    pub fn restore(
+        irq: IrqLine,
+        out: W,
+        saved: &SerialSnapshot,
+    ) -> Result<Self, SerialRestoreError> {
+        let state = SerialState {
+            baud_divisor_low: saved.baud_divisor_low,
+            baud_divisor_high: saved.baud_divisor_high,
+            interrupt_enable: saved.interrupt_enable,
+            interrupt_identification: saved.interrupt_identification,
+            line_control: saved.line_control,
+            line_status: saved.line_status,
+            modem_control: saved.modem_control,
+            modem_status: saved.modem_status,
+            scratch: saved.scratch,
+            in_buffer: saved.in_buffer.clone(),
+        };
+        let serial = Serial::from_state(&state, irq, vm_superio::serial::NoEvents, out)
+            .map_err(|_| SerialRestoreError(saved.in_buffer.len()))?;
+        Ok(Self { serial })
     }
 
     /// Queues host input for the guest to read.
@@ -34,6 +85,24 @@ impl<W: Write + Send> SerialDevice<W> {
     /// Where guest output goes.
     pub fn output(&self) -> &W {
         self.serial.writer()
+    }
+}
+
+impl<W: Write + Send> SavedSerial for SerialDevice<W> {
+    fn snapshot(&self) -> SerialSnapshot {
+        let s = self.serial.state();
+        SerialSnapshot {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
     }
 }
 
@@ -82,6 +151,28 @@ mod tests {
         serial.read(0, &mut data);
         assert_eq!(data, [b'a']);
         assert!(irq.read().unwrap() >= 1);
+    }
+
+    #[test]
+    fn saved_registers_and_fifo_come_back() {
+        let irq = || IrqLine(EventFd::new(EFD_NONBLOCK).unwrap());
+        let mut serial = SerialDevice::new(irq(), Vec::<u8>::new());
+        serial.write(3, &[0x03]); // LCR: 8N1
+        serial.write(7, &[0x5a]); // scratch
+        serial.enqueue_input(b"xy");
+        let saved = serial.snapshot();
+        let mut restored = SerialDevice::restore(irq(), Vec::<u8>::new(), &saved).unwrap();
+        assert_eq!(restored.snapshot(), saved);
+        let mut data = [0u8; 1];
+        restored.read(7, &mut data);
+        assert_eq!(data, [0x5a]);
+        restored.read(0, &mut data);
+        assert_eq!(data, [b'x']);
+        let too_full = SerialSnapshot {
+            in_buffer: vec![0; 1000],
+            ..saved
+        };
+        assert!(SerialDevice::restore(irq(), Vec::<u8>::new(), &too_full).is_err());
     }
 
     #[test]

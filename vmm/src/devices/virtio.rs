@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::{IoEventAddress, VmFd};
+use virtio_devices::mmio::QUEUE_NOTIFY_OFFSET;
 use virtio_devices::{
     kernel_cmdline_entry, BlockDevice, FsConfig, FsDevice, IrqTrigger, MmioTransport, RngDevice,
     VirtioDevice, VsockDevice, MMIO_WINDOW_SIZE,
@@ -18,8 +19,6 @@ use crate::memory::{GuestMemory, VIRTIO_MMIO_START};
 
 /// First GSI for virtio devices (0-4 are the PIT, keyboard, cascade, COM2, COM1).
 const FIRST_IRQ: u32 = 5;
-/// Offset of the QueueNotify register in a virtio-mmio window.
-const QUEUE_NOTIFY_OFFSET: u64 = 0x50;
 
 /// A device the VM will have.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,7 +103,10 @@ pub fn plan(config: &VmConfig) -> Vec<VirtioSlot> {
 }
 
 /// A transport on the MMIO bus.
-struct MmioDevice(MmioTransport);
+pub struct MmioDevice(pub MmioTransport);
+
+/// The transports of a VM, in slot order, for saving and restoring them.
+pub type Transports = Vec<Arc<Mutex<MmioDevice>>>;
 
 impl BusDevice for MmioDevice {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
@@ -122,7 +124,8 @@ pub fn attach(
     mem: &GuestMemory,
     slots: &[VirtioSlot],
     bus: &mut Bus,
-) -> Result<(), VirtioError> {
+) -> Result<Transports, VirtioError> {
+    let mut transports = Vec::with_capacity(slots.len());
     for slot in slots {
         let device: Box<dyn VirtioDevice> = match &slot.kind {
             VirtioKind::Rng => Box::new(RngDevice::new()?),
@@ -176,13 +179,11 @@ pub fn attach(
             vm.register_ioevent(event, &notify, index as u32)
                 .map_err(kvm("KVM_IOEVENTFD"))?;
         }
-        bus.insert(
-            slot.base,
-            MMIO_WINDOW_SIZE,
-            Arc::new(Mutex::new(MmioDevice(transport))),
-        )?;
+        let device = Arc::new(Mutex::new(MmioDevice(transport)));
+        bus.insert(slot.base, MMIO_WINDOW_SIZE, device.clone())?;
+        transports.push(device);
     }
-    Ok(())
+    Ok(transports)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod container;
 mod file_binds;
 mod run;
 mod runtime_dir;
+mod snapshot;
 mod tty;
 
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use vmm::compat::CompatMode;
 use vmm::config::{Disk, SharedDir};
+use vmm::snapshot::SnapshotUse;
 use vmm::VmConfig;
 
 #[derive(Parser)]
@@ -32,6 +34,9 @@ enum Command {
     Run(run::RunArgs),
     /// Print the kernel command line `vmrun boot` would give the guest.
     Cmdline(boot::BootArgs),
+    /// Make the snapshot that VMs are restored from.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
 }
 
 /// How the VM is built; shared by every subcommand.
@@ -61,6 +66,11 @@ pub struct VmArgs {
     /// Attach a raw disk image as virtio-blk (/dev/vda, /dev/vdb, ...).
     #[arg(long = "disk", value_name = "PATH[:ro]", value_parser = parse_disk)]
     disks: Vec<Disk>,
+    /// Restore from a snapshot instead of booting: auto (the cached one for
+    /// this configuration, if any), off, or a snapshot directory (refused
+    /// if it does not fit).
+    #[arg(long, value_name = "auto|off|DIR", default_value = "auto")]
+    snapshot: SnapshotUse,
 }
 
 fn split_ro(value: &str) -> (&str, bool) {
@@ -95,6 +105,11 @@ fn parse_disk(value: &str) -> Result<Disk, String> {
 }
 
 impl VmArgs {
+    /// Whether no share or disk was asked for.
+    pub fn shares_and_disks_empty(&self) -> bool {
+        self.shares.is_empty() && self.disks.is_empty()
+    }
+
     /// The VM configuration, with the agent's vsock at `vsock`.
     pub fn config(&self, vsock: PathBuf) -> VmConfig {
         let defaults = VmConfig::default();
@@ -113,6 +128,8 @@ impl VmArgs {
             vsock_uds: Some(vsock),
             shares: self.shares.clone(),
             disks: self.disks.clone(),
+            snapshot: self.snapshot.clone(),
+            template: false,
         }
     }
 }
@@ -134,6 +151,7 @@ fn main() -> ExitCode {
         Command::Boot(args) => boot::boot(args).map(|()| ExitCode::SUCCESS),
         Command::Cmdline(args) => boot::print_cmdline(&args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => run::run(args).map(|code| ExitCode::from(code as u8)),
+        Command::Snapshot(command) => snapshot::run(command).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

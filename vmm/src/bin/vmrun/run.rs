@@ -12,7 +12,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{signal, SignalKind};
 use vmm::console::ConsoleEvent;
 use vmm::{Vm, VmEvent};
-use vmrun_agent::client::{dial_hybrid_vsock, AgentClient, ClientError, ExecCommand, ExecId};
+use vmrun_agent::client::{
+    dial_sandbox, AgentClient, ClientError, ExecCommand, ExecId, SandboxInit,
+};
 
 use crate::console_tail::ConsoleTail;
 use crate::file_binds::FileBinds;
@@ -23,8 +25,6 @@ use vmm::oci::{self, ContainerPlan};
 
 /// Exit status when vmrun itself fails (as `docker run` does).
 pub const VMRUN_FAILURE: i32 = 125;
-/// The agent's vsock port.
-const AGENT_PORT: u32 = 1024;
 /// How long output may keep draining after the process exited.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(30);
 
@@ -155,10 +155,22 @@ async fn run_in_vm(args: &RunArgs, container: Option<&ContainerPlan>) -> Result<
     let console = ConsoleTail::new(args.console);
     let mut vm = Vm::start(&config, console.clone()).map_err(|e| e.to_string())?;
     timings.vm_started = Some(started.elapsed());
+    let init = SandboxInit {
+        share_tags: config.shares.iter().map(|s| s.tag.clone()).collect(),
+        hostname: String::new(),
+    };
     let result = supervise(
         &vm,
         &console,
-        session(args, container, &dir, started, &mut timings, &mut signals),
+        session(
+            args,
+            container,
+            &dir,
+            &init,
+            started,
+            &mut timings,
+            &mut signals,
+        ),
     )
     .await;
     timings.command_exited.get_or_insert(started.elapsed());
@@ -215,6 +227,7 @@ async fn session(
     args: &RunArgs,
     container: Option<&ContainerPlan>,
     dir: &RuntimeDir,
+    init: &SandboxInit,
     started: Instant,
     timings: &mut Timings,
     signals: &mut TerminationSignals,
@@ -222,7 +235,7 @@ async fn session(
     // Until the command runs, a termination signal stops everything; after
     // that it is forwarded to the command.
     let (agent, launched) = tokio::select! {
-        launched = launch(args, container, dir, started, timings) => match launched? {
+        launched = launch(args, container, dir, init, started, timings) => match launched? {
             Ok(launched) => launched,
             Err(status) => return Ok(status),
         },
@@ -246,13 +259,19 @@ async fn launch(
     args: &RunArgs,
     container: Option<&ContainerPlan>,
     dir: &RuntimeDir,
+    init: &SandboxInit,
     started: Instant,
     timings: &mut Timings,
 ) -> Result<Result<(AgentClient, Launched), i32>, String> {
     let deadline = Instant::now() + Duration::from_secs(args.boot_timeout);
-    let agent = dial_hybrid_vsock(dir.vsock_socket(), AGENT_PORT, deadline)
-        .await
-        .map_err(|e| client_error("the guest agent did not answer", e))?;
+    let agent = dial_sandbox(
+        dir.vsock_socket(),
+        vmrun_agent::AGENT_VSOCK_PORT,
+        deadline,
+        init,
+    )
+    .await
+    .map_err(|e| client_error("the guest agent did not answer", e))?;
     timings.agent_ready = Some(started.elapsed());
     let launched = match container {
         Some(plan) => crate::container::create(&agent, plan, &dir.files_dir()).await?,

@@ -1,0 +1,638 @@
+//! Snapshots: boot the standard guest once, save it at the agent's ready
+//! point, and restore every later VM from it instead of booting.
+//!
+//! A snapshot is a directory of three entries, root-only: `state` (every
+//! vCPU's, the VM's and each device's state, versioned and checksummed, see
+//! [`file`]), `memory` (guest RAM, mapped `MAP_PRIVATE` by each restored VM,
+//! so all of them share one page cache and copy only what they write) and
+//! `empty/` (what unused share slots are bound to).
+//!
+//! What differs per sandbox is not in the snapshot, or only in a generic,
+//! unused form: the guest has probed [`SHARE_SLOTS`] virtio-fs devices
+//! tagged [`share_slot_tag`] but mounted none (the agent mounts them after
+//! restore, so FUSE_INIT meets this sandbox's directories); no vsock
+//! connection is open, and the restored guest gets a transport reset; there
+//! are no disks (a VM that needs one boots cold). The guest is made unique
+//! by the agent's first request (fresh entropy, the host's clock, the
+//! hostname, the vCPUs to bring online): see the agent's `InitSandbox`.
+//!
+//! [`select`] decides, for every VM, whether it restores: the default
+//! snapshot for its configuration lives in the cache (keyed by what it was
+//! made from, [`cache_dir`]); a missing one means a cold boot with one log
+//! line saying why, and a snapshot named explicitly that does not fit is an
+//! error naming the mismatch.
+
+pub mod file;
+pub mod state;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::compat::CompatProfile;
+use crate::config::{SharedDir, VmConfig};
+use crate::console::ConsoleEvent;
+use crate::vm::{Vm, VmError, VmEvent};
+use state::{SnapshotInputs, SnapshotState};
+
+/// virtio-fs devices a snapshot's guest has probed: the most shares a
+/// restored VM can have.
+pub const SHARE_SLOTS: usize = 4;
+/// The virtio-fs tag of share slot `i` in a snapshot's guest.
+pub use vmrun_agent::share_slot_tag;
+/// Kernel flag of a snapshot's guest: the agent then knows that its
+/// virtio-fs tags are slot tags, and maps the host's share names onto them.
+pub use vmrun_agent::TEMPLATE_FLAG;
+/// Where snapshots (and the guest kernel) are cached unless `VMRUN_CACHE`
+/// says otherwise.
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/vmrun";
+/// Directory of the (empty, read-only) share given to unused slots.
+const EMPTY_DIR: &str = "empty";
+/// How long the guest may take to reach the agent when a snapshot is made.
+pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(900);
+/// After the agent's ready line, how long the guest is left to settle (the
+/// agent goes on to wait for its first connection) before it is paused.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// Whether a VM restores, and from what.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SnapshotUse {
+    /// The cached snapshot for this configuration, if there is one.
+    #[default]
+    Auto,
+    /// Always boot.
+    Off,
+    /// This snapshot directory; a VM it does not fit is refused.
+    Dir(PathBuf),
+}
+
+impl FromStr for SnapshotUse {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "off" => Ok(Self::Off),
+            "" => Err("expected auto, off or a snapshot directory".into()),
+            dir => Ok(Self::Dir(PathBuf::from(dir))),
+        }
+    }
+}
+
+/// Errors making, reading or fitting a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("snapshot {}: {why}", path.display())]
+    Corrupt { path: PathBuf, why: String },
+    #[error("the snapshot does not fit: its {what} is {snapshot}, this VM's is {wanted}")]
+    Mismatch {
+        what: &'static str,
+        snapshot: String,
+        wanted: String,
+    },
+    #[error("a restored VM {0}")]
+    Unsupported(String),
+    #[error("snapshot directory {} is inside the shared directory {}: it holds guest memory", dir.display(), share.display())]
+    InsideShare { dir: PathBuf, share: PathBuf },
+    #[error("cannot encode the snapshot state: {0}")]
+    Encode(String),
+    #[error("guest memory region at {0:#x} has no host mapping")]
+    MemoryMapping(u64),
+    #[error("while making the snapshot, the guest {0}")]
+    Guest(String),
+}
+
+/// The cache directory: `VMRUN_CACHE` or [`DEFAULT_CACHE_DIR`].
+pub fn cache_root() -> PathBuf {
+    std::env::var_os("VMRUN_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR))
+}
+
+fn digest_file(path: &Path) -> Result<String, SnapshotError> {
+    let mut file = File::open(path).map_err(|source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a snapshot for `config` is made from (reads and hashes the kernel
+/// and initramfs).
+pub fn inputs_for(config: &VmConfig) -> Result<SnapshotInputs, SnapshotError> {
+    Ok(SnapshotInputs {
+        vmm_version: env!("CARGO_PKG_VERSION").to_string(),
+        vcpus: config.vcpus,
+        memory_mib: config.memory_mib,
+        kernel_digest: digest_file(&config.kernel)?,
+        initrd_digest: config.initrd.as_deref().map(digest_file).transpose()?,
+        extra_cmdline: config.extra_cmdline.clone(),
+        compat_profile: CompatProfile::for_host(config.compat).is_active(),
+        share_slots: SHARE_SLOTS,
+    })
+}
+
+/// Where the default snapshot made from `inputs` is cached: a key over
+/// every input and the state format version.
+pub fn cache_dir(inputs: &SnapshotInputs) -> PathBuf {
+    let mut hasher = Sha256::new();
+    hasher.update(file::FORMAT_VERSION.to_le_bytes());
+    // Encoding plain data cannot fail; an empty key would only miss the cache.
+    hasher.update(bincode::serialize(inputs).unwrap_or_default());
+    let key = hex(&hasher.finalize()[..8]);
+    cache_root().join("snapshot").join(key)
+}
+
+/// A snapshot read from disk and checked against the VM that will use it.
+pub struct LoadedSnapshot {
+    pub dir: PathBuf,
+    pub state: SnapshotState,
+    pub memory: File,
+}
+
+/// Picks how the VM of `config` starts: `Ok(Some)` restores, `Ok(None)`
+/// boots (after logging why not a restore), `Err` refuses an explicitly
+/// named snapshot that does not fit.
+pub fn select(config: &VmConfig) -> Result<Option<LoadedSnapshot>, SnapshotError> {
+    let explicit = match &config.snapshot {
+        SnapshotUse::Off => return Ok(None),
+        SnapshotUse::Dir(dir) => Some(dir.clone()),
+        SnapshotUse::Auto => None,
+    };
+    if let Err(unsupported) = check_restorable(config) {
+        if explicit.is_some() {
+            return Err(unsupported);
+        }
+        tracing::info!("booting without a snapshot: {unsupported}");
+        return Ok(None);
+    }
+    let inputs = inputs_for(config)?;
+    let dir = match explicit {
+        Some(dir) => dir,
+        None => {
+            let dir = cache_dir(&inputs);
+            if !dir.join(file::STATE_FILE).exists() {
+                tracing::info!(
+                    "booting without a snapshot: none for this configuration in {} \
+                     (`vmrun snapshot create` makes it)",
+                    dir.display()
+                );
+                return Ok(None);
+            }
+            let loaded = load(&dir, &inputs, config);
+            return match loaded {
+                Ok(loaded) => Ok(Some(loaded)),
+                Err(e) => {
+                    tracing::warn!("booting without the cached snapshot {}: {e}", dir.display());
+                    Ok(None)
+                }
+            };
+        }
+    };
+    load(&dir, &inputs, config).map(Some)
+}
+
+/// Why `config` cannot be restored from any snapshot.
+fn check_restorable(config: &VmConfig) -> Result<(), SnapshotError> {
+    if config.vsock_uds.is_none() {
+        return Err(SnapshotError::Unsupported("needs the agent's vsock".into()));
+    }
+    if !config.disks.is_empty() {
+        return Err(SnapshotError::Unsupported(format!(
+            "cannot have disks ({} asked)",
+            config.disks.len()
+        )));
+    }
+    if config.shares.len() > SHARE_SLOTS {
+        return Err(SnapshotError::Unsupported(format!(
+            "has at most {SHARE_SLOTS} shared directories ({} asked)",
+            config.shares.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Reads the snapshot in `dir` and checks that it is what `config` asks for.
+pub fn load(
+    dir: &Path,
+    wanted: &SnapshotInputs,
+    config: &VmConfig,
+) -> Result<LoadedSnapshot, SnapshotError> {
+    let dir = dir.canonicalize().map_err(|source| SnapshotError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for share in &config.shares {
+        if let Ok(share_path) = share.path.canonicalize() {
+            if dir.starts_with(&share_path) {
+                return Err(SnapshotError::InsideShare {
+                    dir,
+                    share: share_path,
+                });
+            }
+        }
+    }
+    let (state_path, memory_path) = file::paths(&dir);
+    let state = file::read_state(&state_path)?;
+    check_inputs(&state.meta.inputs, wanted)?;
+    if state.vcpus.len() != usize::from(wanted.vcpus) || state.virtio.len() != SHARE_SLOTS + 2 {
+        return Err(SnapshotError::Corrupt {
+            path: state_path,
+            why: "the saved vCPUs or devices do not match its own description".into(),
+        });
+    }
+    let memory = file::open_memory(&memory_path, &state.memory)?;
+    let expected: u64 = crate::memory::ram_regions(config.memory_bytes())
+        .iter()
+        .map(|(_, len)| *len as u64)
+        .sum();
+    let saved: u64 = state.memory.iter().map(|r| r.len).sum();
+    if expected != saved {
+        return Err(SnapshotError::Corrupt {
+            path: memory_path,
+            why: format!("its regions hold {saved} bytes, {expected} expected"),
+        });
+    }
+    Ok(LoadedSnapshot { dir, state, memory })
+}
+
+/// Compares what the snapshot was made from with what is asked for, field
+/// by field, so that the error names the difference.
+fn check_inputs(saved: &SnapshotInputs, wanted: &SnapshotInputs) -> Result<(), SnapshotError> {
+    let mismatch = |what, snapshot: String, wanted: String| {
+        Err(SnapshotError::Mismatch {
+            what,
+            snapshot,
+            wanted,
+        })
+    };
+    if saved.vmm_version != wanted.vmm_version {
+        return mismatch(
+            "VMM version",
+            saved.vmm_version.clone(),
+            wanted.vmm_version.clone(),
+        );
+    }
+    if saved.vcpus != wanted.vcpus {
+        return mismatch(
+            "vCPU count",
+            saved.vcpus.to_string(),
+            wanted.vcpus.to_string(),
+        );
+    }
+    if saved.memory_mib != wanted.memory_mib {
+        return mismatch(
+            "memory size",
+            format!("{} MiB", saved.memory_mib),
+            format!("{} MiB", wanted.memory_mib),
+        );
+    }
+    if saved.kernel_digest != wanted.kernel_digest {
+        return mismatch(
+            "kernel (SHA-256)",
+            saved.kernel_digest.clone(),
+            wanted.kernel_digest.clone(),
+        );
+    }
+    if saved.initrd_digest != wanted.initrd_digest {
+        let show = |d: &Option<String>| d.clone().unwrap_or_else(|| "none".into());
+        return mismatch(
+            "initramfs (SHA-256)",
+            show(&saved.initrd_digest),
+            show(&wanted.initrd_digest),
+        );
+    }
+    if saved.extra_cmdline != wanted.extra_cmdline {
+        return mismatch(
+            "extra kernel command line",
+            format!("{:?}", saved.extra_cmdline.join(" ")),
+            format!("{:?}", wanted.extra_cmdline.join(" ")),
+        );
+    }
+    if saved.compat_profile != wanted.compat_profile {
+        let show = |on| if on { "on" } else { "off" }.to_string();
+        return mismatch(
+            "software-KVM compatibility profile",
+            show(saved.compat_profile),
+            show(wanted.compat_profile),
+        );
+    }
+    if saved.share_slots != wanted.share_slots {
+        return mismatch(
+            "number of share slots",
+            saved.share_slots.to_string(),
+            wanted.share_slots.to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// The shares a VM restored from a snapshot in `dir` gets, slot by slot:
+/// the configured ones under the slot tags, the rest bound to the
+/// snapshot's empty directory, read-only.
+pub fn slot_shares(config: &VmConfig, dir: &Path) -> Vec<SharedDir> {
+    (0..SHARE_SLOTS)
+        .map(|i| match config.shares.get(i) {
+            Some(share) => SharedDir {
+                tag: share_slot_tag(i),
+                ..share.clone()
+            },
+            None => SharedDir {
+                tag: share_slot_tag(i),
+                path: dir.join(EMPTY_DIR),
+                read_only: true,
+            },
+        })
+        .collect()
+}
+
+/// Boots the standard guest for `config` (its kernel, initramfs, vCPUs,
+/// memory and extra command line; no shares, disks or console of its own)
+/// to the agent's ready point and saves it in `dir` (default: the cache
+/// directory for `config`). Returns the snapshot directory.
+pub fn create(
+    config: &VmConfig,
+    dir: Option<&Path>,
+    timeout: Duration,
+) -> Result<PathBuf, CreateError> {
+    config.validate().map_err(VmError::from)?;
+    let inputs = inputs_for(config)?;
+    let dir = dir.map_or_else(|| cache_dir(&inputs), Path::to_path_buf);
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(parent).map_err(|source| SnapshotError::Io {
+        path: parent.to_path_buf(),
+        source,
+    })?;
+    // Built next to its final place and renamed into it: a reader never
+    // sees half a snapshot, and a failed attempt leaves nothing.
+    let building = TempDir::create(&dir)?;
+    let empty = building.path().join(EMPTY_DIR);
+    std::fs::create_dir(&empty).map_err(|source| SnapshotError::Io {
+        path: empty.clone(),
+        source,
+    })?;
+
+    let mut template = config.clone();
+    template.snapshot = SnapshotUse::Off;
+    template.disks.clear();
+    template.vsock_uds = Some(building.path().join("vsock.sock"));
+    template.shares = slot_shares(&VmConfig::default(), building.path());
+    template.template = true;
+    let vm = Vm::start(&template, std::io::sink())?;
+    wait_until_ready(&vm, timeout)?;
+    std::thread::sleep(SETTLE);
+    vm.snapshot(building.path(), inputs)?;
+    let _ = std::fs::remove_file(building.path().join("vsock.sock"));
+    building.persist(&dir)?;
+    Ok(dir)
+}
+
+fn wait_until_ready(vm: &Vm, timeout: Duration) -> Result<(), SnapshotError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match vm.next_event(Some(deadline)) {
+            Some(VmEvent::Console(ConsoleEvent::AgentReady)) => return Ok(()),
+            Some(VmEvent::Console(ConsoleEvent::KernelPanic(line)))
+            | Some(VmEvent::Console(ConsoleEvent::AgentFatal(line))) => {
+                return Err(SnapshotError::Guest(format!("failed: {line}")))
+            }
+            Some(VmEvent::Exited(exit)) => {
+                return Err(SnapshotError::Guest(format!(
+                    "stopped before its agent was ready: {exit}"
+                )))
+            }
+            None => {
+                return Err(SnapshotError::Guest(format!(
+                    "did not reach its agent within {} s",
+                    timeout.as_secs()
+                )))
+            }
+        }
+    }
+}
+
+/// Why `vmrun snapshot create` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+}
+
+/// A directory removed on drop unless persisted.
+struct TempDir(Option<PathBuf>);
+
+impl TempDir {
+    fn create(final_dir: &Path) -> Result<Self, SnapshotError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let name = final_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = final_dir.with_file_name(format!(".{name}.new-{}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|source| SnapshotError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Self(Some(path)))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new("/nonexistent"))
+    }
+
+    fn persist(mut self, to: &Path) -> Result<(), SnapshotError> {
+        let from = self.0.take().unwrap_or_default();
+        // An older snapshot in the way (same key, remade) goes first.
+        if to.exists() {
+            let _ = std::fs::remove_dir_all(to);
+        }
+        std::fs::rename(&from, to).map_err(|source| {
+            let _ = std::fs::remove_dir_all(&from);
+            SnapshotError::Io {
+                path: to.to_path_buf(),
+                source,
+            }
+        })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_dir_all(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> SnapshotInputs {
+        SnapshotInputs {
+            vmm_version: "0.1.0".into(),
+            vcpus: 2,
+            memory_mib: 256,
+            kernel_digest: "aa".into(),
+            initrd_digest: Some("bb".into()),
+            extra_cmdline: vec![],
+            compat_profile: true,
+            share_slots: SHARE_SLOTS,
+        }
+    }
+
+    #[test]
+    fn every_input_mismatch_is_named() {
+        let saved = inputs();
+        assert!(check_inputs(&saved, &saved).is_ok());
+        let cases: Vec<(SnapshotInputs, &str)> = vec![
+            (
+                SnapshotInputs {
+                    vcpus: 1,
+                    ..inputs()
+                },
+                "vCPU count is 2, this VM's is 1",
+            ),
+            (
+                SnapshotInputs {
+                    memory_mib: 512,
+                    ..inputs()
+                },
+                "memory size is 256 MiB, this VM's is 512 MiB",
+            ),
+            (
+                SnapshotInputs {
+                    vmm_version: "9".into(),
+                    ..inputs()
+                },
+                "VMM version",
+            ),
+            (
+                SnapshotInputs {
+                    kernel_digest: "cc".into(),
+                    ..inputs()
+                },
+                "kernel",
+            ),
+            (
+                SnapshotInputs {
+                    initrd_digest: None,
+                    ..inputs()
+                },
+                "initramfs (SHA-256) is bb, this VM's is none",
+            ),
+            (
+                SnapshotInputs {
+                    extra_cmdline: vec!["x".into()],
+                    ..inputs()
+                },
+                "extra kernel command line",
+            ),
+            (
+                SnapshotInputs {
+                    compat_profile: false,
+                    ..inputs()
+                },
+                "compatibility profile is on",
+            ),
+        ];
+        for (wanted, message) in cases {
+            let err = check_inputs(&saved, &wanted).unwrap_err().to_string();
+            assert!(err.contains(message), "{err:?} lacks {message:?}");
+        }
+    }
+
+    #[test]
+    fn cache_key_follows_every_input() {
+        let a = cache_dir(&inputs());
+        assert_eq!(a, cache_dir(&inputs()));
+        assert_ne!(
+            a,
+            cache_dir(&SnapshotInputs {
+                vcpus: 1,
+                ..inputs()
+            })
+        );
+        assert_ne!(
+            a,
+            cache_dir(&SnapshotInputs {
+                kernel_digest: "x".into(),
+                ..inputs()
+            })
+        );
+    }
+
+    #[test]
+    fn restorable_configs_need_vsock_no_disks_and_few_shares() {
+        let with_vsock = VmConfig {
+            vsock_uds: Some(PathBuf::from("/run/v.sock")),
+            ..VmConfig::default()
+        };
+        assert!(check_restorable(&with_vsock).is_ok());
+        assert!(check_restorable(&VmConfig::default()).is_err());
+        let share = SharedDir {
+            tag: "t".into(),
+            path: PathBuf::from("/srv"),
+            read_only: false,
+        };
+        let many = VmConfig {
+            shares: (0..=SHARE_SLOTS)
+                .map(|i| SharedDir {
+                    tag: format!("t{i}"),
+                    ..share.clone()
+                })
+                .collect(),
+            ..with_vsock.clone()
+        };
+        assert!(check_restorable(&many)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 4"));
+        let slots = slot_shares(
+            &VmConfig {
+                shares: vec![share],
+                ..with_vsock
+            },
+            Path::new("/s"),
+        );
+        assert_eq!(slots.len(), SHARE_SLOTS);
+        assert_eq!(
+            (slots[0].tag.as_str(), slots[0].path.as_path()),
+            ("vmrun-fs0", Path::new("/srv"))
+        );
+        assert_eq!(slots[1].path, Path::new("/s/empty"));
+        assert!(slots[1].read_only);
+    }
+
+    #[test]
+    fn snapshot_use_parses() {
+        assert_eq!("auto".parse::<SnapshotUse>(), Ok(SnapshotUse::Auto));
+        assert_eq!("off".parse::<SnapshotUse>(), Ok(SnapshotUse::Off));
+        assert_eq!(
+            "/var/snap".parse::<SnapshotUse>(),
+            Ok(SnapshotUse::Dir(PathBuf::from("/var/snap")))
+        );
+    }
+}
