@@ -14,8 +14,6 @@ use crate::host_mounts::HostMounts;
 use crate::sandbox_dir::SandboxDir;
 use crate::vmm_process::{ExitWatch, VmmProcess, SHARE_TAG};
 
-/// The agent's vsock port.
-
 /// One running microVM.
 pub struct Sandbox {
     id: String,

@@ -69,12 +69,16 @@ pub async fn dial_sandbox(
     deadline: Instant,
     init: &SandboxInit,
 ) -> Result<AgentClient, ClientError> {
+    let started = Instant::now();
     let agent = dial_hybrid_vsock(uds_path, port, deadline).await?;
+    let answered = started.elapsed();
     let answer = agent.init_sandbox(init).await?;
     tracing::debug!(
         from_snapshot = answer.from_snapshot,
         cpus = answer.cpus_online,
-        "sandbox initialised"
+        "agent answered after {:.3} s, sandbox initialised after {:.3} s",
+        answered.as_secs_f64(),
+        started.elapsed().as_secs_f64()
     );
     Ok(agent)
 }

@@ -406,25 +406,19 @@ pub fn create(
 
 fn wait_until_ready(vm: &Vm, timeout: Duration) -> Result<(), SnapshotError> {
     let deadline = Instant::now() + timeout;
-    loop {
-        match vm.next_event(Some(deadline)) {
-            Some(VmEvent::Console(ConsoleEvent::AgentReady)) => return Ok(()),
-            Some(VmEvent::Console(ConsoleEvent::KernelPanic(line)))
-            | Some(VmEvent::Console(ConsoleEvent::AgentFatal(line))) => {
-                return Err(SnapshotError::Guest(format!("failed: {line}")))
-            }
-            Some(VmEvent::Exited(exit)) => {
-                return Err(SnapshotError::Guest(format!(
-                    "stopped before its agent was ready: {exit}"
-                )))
-            }
-            None => {
-                return Err(SnapshotError::Guest(format!(
-                    "did not reach its agent within {} s",
-                    timeout.as_secs()
-                )))
-            }
+    match vm.next_event(Some(deadline)) {
+        Some(VmEvent::Console(ConsoleEvent::AgentReady)) => Ok(()),
+        Some(VmEvent::Console(ConsoleEvent::KernelPanic(line)))
+        | Some(VmEvent::Console(ConsoleEvent::AgentFatal(line))) => {
+            Err(SnapshotError::Guest(format!("failed: {line}")))
         }
+        Some(VmEvent::Exited(exit)) => Err(SnapshotError::Guest(format!(
+            "stopped before its agent was ready: {exit}"
+        ))),
+        None => Err(SnapshotError::Guest(format!(
+            "did not reach its agent within {} s",
+            timeout.as_secs()
+        ))),
     }
 }
 
