@@ -570,3 +570,102 @@ fn rng_end_to_end_through_registers() {
         assert!(!t.is_activated());
     }
 }
+
+fn activated_transport() -> Setup {
+    let mut s = setup();
+    negotiate(&mut s.t, 1 << VIRTIO_F_VERSION_1);
+    setup_both_queues(&mut s.t);
+    w32(&mut s.t, VIRTIO_MMIO_STATUS, ACK | DRV | FOK | DOK);
+    assert!(s.t.is_activated());
+    s
+}
+
+#[test]
+fn saved_state_restores_registers_rings_and_activation() {
+    let Setup { mut t, state } = activated_transport();
+    // The device returned 5 chains on queue 0: used.idx in guest memory.
+    t.mem.write_obj(5u16, GuestAddress(0x3002)).unwrap();
+    t.interrupt().trigger_used_ring().unwrap();
+    let saved = t.save_state();
+    assert_eq!(state.lock().unwrap().resets, 1, "saving stops the worker");
+    assert!(saved.activated);
+    assert_eq!(saved.status, ACK | DRV | FOK | DOK);
+    assert_eq!(
+        (saved.queues[0].next_avail, saved.queues[0].next_used),
+        (5, 5)
+    );
+    assert_eq!(saved.interrupt_status, VIRTIO_MMIO_INT_VRING);
+
+    let Setup {
+        t: mut restored,
+        state: restored_state,
+    } = setup();
+    restored.restore_state(&saved).unwrap();
+    assert_eq!(
+        r32(&mut restored, VIRTIO_MMIO_STATUS),
+        ACK | DRV | FOK | DOK
+    );
+    assert_eq!(
+        r32(&mut restored, VIRTIO_MMIO_INTERRUPT_STATUS),
+        VIRTIO_MMIO_INT_VRING
+    );
+    w32(&mut restored, VIRTIO_MMIO_QUEUE_SEL, 1);
+    assert_eq!(r32(&mut restored, VIRTIO_MMIO_QUEUE_DESC_LOW), 0x4000);
+    assert_eq!(
+        restored_state.lock().unwrap().activations,
+        vec![vec![
+            (
+                16,
+                GuestAddress(0x1000),
+                GuestAddress(0x2000),
+                GuestAddress(0x3000),
+                true
+            ),
+            (
+                8,
+                GuestAddress(0x4000),
+                GuestAddress(0x5000),
+                GuestAddress(0x6000),
+                true
+            ),
+        ]
+        .into_iter()
+        .map(|(s, d, a, u, r)| (s, d.0, a.0, u.0, r))
+        .collect::<Vec<_>>()]
+    );
+    // The rings live in guest memory, which a restore maps from the
+    // snapshot: the same memory gives the same state back.
+    restored.mem.write_obj(5u16, GuestAddress(0x3002)).unwrap();
+    assert_eq!(restored.save_state(), saved);
+}
+
+#[test]
+fn saved_state_that_does_not_fit_the_device_is_refused() {
+    let Setup { mut t, .. } = activated_transport();
+    let saved = t.save_state();
+    let refused = |state: TransportState| {
+        let Setup { mut t, state: seen } = setup();
+        let err = t.restore_state(&state).unwrap_err();
+        assert!(seen.lock().unwrap().activations.is_empty());
+        err.to_string()
+    };
+    let other_type = TransportState {
+        device_type: 4,
+        ..saved.clone()
+    };
+    assert!(refused(other_type).contains("device type 4"));
+    let mut one_queue = saved.clone();
+    one_queue.queues.pop();
+    assert!(refused(one_queue).contains("saved 1 queues"));
+    let mut huge = saved.clone();
+    huge.queues[0].size = 1024;
+    assert!(refused(huge).contains("exceeds the device maximum 16"));
+    let features = TransportState {
+        acked_features: 1 << 50,
+        ..saved.clone()
+    };
+    assert!(refused(features).contains("not all offered"));
+    let mut outside = saved;
+    outside.queues[1].used = MEM_SIZE as u64;
+    assert!(refused(outside).contains("cannot restart it"));
+}
