@@ -77,8 +77,10 @@ impl Sandbox {
         let agent = tokio::select! {
             agent = dial_sandbox(dir.vsock(), vmrun_agent::AGENT_VSOCK_PORT, deadline, &init) => agent.map_err(|e| {
                 ShimError::Vm(format!(
-                    "the guest agent did not answer within {} s: {e}",
-                    config.boot_timeout_secs
+                    "the guest agent did not answer within {} s: {e}; \
+                     last guest console lines:\n{}",
+                    config.boot_timeout_secs,
+                    vmm.console_tail()
                 ))
             })?,
             reason = vmm.exited() => {

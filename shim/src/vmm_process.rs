@@ -21,6 +21,7 @@ const CONSOLE_TAIL_LINES: usize = 15;
 /// A running VMM process and a way to stop it.
 pub struct VmmProcess {
     pid: u32,
+    console_log: std::path::PathBuf,
     kill: Option<oneshot::Sender<()>>,
     exited: watch::Receiver<Option<String>>,
 }
@@ -76,6 +77,7 @@ impl VmmProcess {
         let (kill_tx, kill_rx) = oneshot::channel();
         let (exited_tx, exited) = watch::channel(None);
         let console_log = dir.console_log();
+        let watched_log = console_log.clone();
         tokio::spawn(async move {
             let status = tokio::select! {
                 status = child.wait() => status,
@@ -92,13 +94,14 @@ impl VmmProcess {
             };
             let reason = format!(
                 "{reason}; last guest console lines:\n{}",
-                tail(&console_log)
+                tail(&watched_log)
             );
             let _ = exited_tx.send(Some(reason));
         });
         tracing::info!(pid, "VMM started");
         Ok(Self {
             pid,
+            console_log,
             kill: Some(kill_tx),
             exited,
         })
@@ -108,6 +111,12 @@ impl VmmProcess {
     /// the sandbox.
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The last lines of the guest console (and the VMM's messages), for
+    /// reports of a VM that does not get anywhere.
+    pub fn console_tail(&self) -> String {
+        tail(&self.console_log)
     }
 
     /// A handle that tells when (and why) the VMM ended.

@@ -42,9 +42,10 @@ pub struct BenchArgs {
     logs: PathBuf,
 }
 
-fn vmrun_binary(args: &BenchArgs) -> PathBuf {
-    if let Some(bin) = &args.vmrun {
-        return bin.clone();
+/// `given`, else target/release/vmrun, else `vmrun` on PATH.
+pub fn vmrun_binary(given: Option<&Path>) -> PathBuf {
+    if let Some(bin) = given {
+        return bin.to_path_buf();
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
@@ -58,7 +59,7 @@ fn vmrun_binary(args: &BenchArgs) -> PathBuf {
     }
 }
 
-fn kvm_pvm_host() -> bool {
+pub fn kvm_pvm_host() -> bool {
     Path::new("/sys/module/kvm_pvm").exists()
 }
 
@@ -83,7 +84,7 @@ fn vmrun_cmdline(vmrun: &Path) -> anyhow::Result<String> {
 /// runs qboot before the kernel, and it has no virtio devices, so the
 /// `virtio_mmio.device=` entries of the command line (vmrun's virtio-rng and
 /// hybrid vsock) find no device and the guest has neither.
-fn qemu_command(args: &BenchArgs, cmdline: &str) -> Command {
+pub fn qemu_command(cpus: u8, memory_mib: u64, share: &Path, cmdline: &str) -> Command {
     let mut cpu = String::from("host");
     if kvm_pvm_host() {
         // Same CPUID mask vmrun's compat profile applies; this QEMU also
@@ -100,9 +101,9 @@ fn qemu_command(args: &BenchArgs, cmdline: &str) -> Command {
         "-cpu",
         &cpu,
         "-smp",
-        &args.cpus.to_string(),
+        &cpus.to_string(),
         "-m",
-        &args.memory.to_string(),
+        &memory_mib.to_string(),
         "-nodefaults",
         "-no-user-config",
         "-nographic",
@@ -119,19 +120,19 @@ fn qemu_command(args: &BenchArgs, cmdline: &str) -> Command {
         "i8042",
     ]);
     cmd.arg("-kernel")
-        .arg(args.share.join("vmlinux"))
+        .arg(share.join("vmlinux"))
         .arg("-initrd")
-        .arg(args.share.join("initramfs.cpio"))
+        .arg(share.join("initramfs.cpio"))
         .arg("-append")
         .arg(cmdline);
     cmd
 }
 
-fn secs(d: Option<Duration>) -> String {
+pub fn secs(d: Option<Duration>) -> String {
     d.map_or_else(|| "-".to_string(), |d| format!("{:.2}", d.as_secs_f64()))
 }
 
-fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
         _ => "-".to_string(),
@@ -209,7 +210,7 @@ fn run_true(args: &BenchArgs, vmrun: &Path) -> anyhow::Result<()> {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let vmrun = vmrun_binary(args);
+    let vmrun = vmrun_binary(args.vmrun.as_deref());
     let cmdline = vmrun_cmdline(&vmrun)?;
     println!("kernel command line: {cmdline}");
     println!(
@@ -242,7 +243,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         ours.push(measure(&mut cmd, READY, limit, &log)?);
         let log = args.logs.join(format!("qemu-{i}.log"));
         theirs.push(measure(
-            &mut qemu_command(args, &cmdline),
+            &mut qemu_command(args.cpus, args.memory, &args.share, &cmdline),
             READY,
             limit,
             &log,

@@ -5,6 +5,7 @@ mod boot_bench;
 mod container_bench;
 mod containerd_bench;
 mod measure;
+mod restore_bench;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,9 @@ enum Command {
     BenchContainerd(containerd_bench::ContainerdBenchArgs),
     /// Containers in one microVM: start time, virtio-fs against the host.
     BenchContainers(container_bench::ContainersBenchArgs),
+    /// Snapshot restore against a cold boot and QEMU's `-incoming`, and the
+    /// host memory of many restored sandboxes.
+    BenchRestore(restore_bench::RestoreBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +35,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => boot_bench::run(&args),
         Command::BenchContainerd(args) => containerd_bench::run(&args),
         Command::BenchContainers(args) => container_bench::run(&args),
+        Command::BenchRestore(args) => restore_bench::run(&args),
     }
 }

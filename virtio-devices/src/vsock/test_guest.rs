@@ -26,7 +26,7 @@ const SLOTS: u16 = 128;
 const RXQ_ADDR: u64 = 0;
 const TXQ_ADDR: u64 = 0x1_0000;
 const EVQ_ADDR: u64 = 0x2_0000;
-const EV_BUF_ADDR: u64 = 0x3_0000;
+pub(crate) const EV_BUF_ADDR: u64 = 0x3_0000;
 const RX_BUFS: u64 = 0x10_0000;
 const RX_SLOT: u64 = 0x2000;
 const TX_BUFS: u64 = 0x20_0000;
@@ -137,6 +137,12 @@ impl<'a> TestGuest<'a> {
             .unwrap();
         self.ev_evt.write(1).unwrap();
         self.post_rx(rx_bufs);
+    }
+
+    /// Event buffers the device returned, and the event id in the first.
+    pub(crate) fn events(&self) -> (u16, u32) {
+        let first = self.mem.read_obj::<u32>(GuestAddress(EV_BUF_ADDR)).unwrap();
+        (self.evq.used_idx(), u32::from_le(first))
     }
 
     /// Posts up to `n` RX buffers and notifies the device.

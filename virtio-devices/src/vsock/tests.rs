@@ -690,3 +690,28 @@ fn reset_drops_connections_and_device_restarts() {
     assert!(!uds.exists());
     assert_closed(&mut c);
 }
+
+#[test]
+fn a_restored_device_sends_one_transport_reset() {
+    let mem = test_mem();
+    let mut e = env();
+    // Set to something other than the reset event's id (0).
+    vm_memory::Bytes::write_obj(&mem, 0xffff_ffffu32, vm_memory::GuestAddress(EV_BUF_ADDR))
+        .unwrap();
+    let mut guest = TestGuest::new(&mem);
+    e.dev.restored();
+    guest.activate(&mut e.dev, 4);
+    let (used, event) = wait_for("the transport reset event", || {
+        let seen = guest.events();
+        (seen.0 == 1).then_some(seen)
+    });
+    assert_eq!((used, event), (1, 0));
+    assert!(guest.irq.status() != 0, "the guest was not interrupted");
+    // A device that was not restored sends none.
+    e.dev.reset();
+    let mem = test_mem();
+    let mut fresh = TestGuest::new(&mem);
+    fresh.activate(&mut e.dev, 4);
+    thread::sleep(SHORT);
+    assert_eq!(fresh.events().0, 0);
+}

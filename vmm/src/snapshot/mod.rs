@@ -90,6 +90,12 @@ pub enum SnapshotError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot open {what} {}: {source}", path.display())]
+    Input {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("snapshot {}: {why}", path.display())]
     Corrupt { path: PathBuf, why: String },
     #[error("the snapshot does not fit: its {what} is {snapshot}, this VM's is {wanted}")]
@@ -117,16 +123,15 @@ pub fn cache_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR))
 }
 
-fn digest_file(path: &Path) -> Result<String, SnapshotError> {
-    let mut file = File::open(path).map_err(|source| SnapshotError::Io {
+fn digest_file(what: &'static str, path: &Path) -> Result<String, SnapshotError> {
+    let input_err = |source| SnapshotError::Input {
+        what,
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let mut file = File::open(path).map_err(input_err)?;
     let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(|source| SnapshotError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    std::io::copy(&mut file, &mut hasher).map_err(input_err)?;
     Ok(hex(&hasher.finalize()))
 }
 
@@ -141,8 +146,12 @@ pub fn inputs_for(config: &VmConfig) -> Result<SnapshotInputs, SnapshotError> {
         vmm_version: env!("CARGO_PKG_VERSION").to_string(),
         vcpus: config.vcpus,
         memory_mib: config.memory_mib,
-        kernel_digest: digest_file(&config.kernel)?,
-        initrd_digest: config.initrd.as_deref().map(digest_file).transpose()?,
+        kernel_digest: digest_file("kernel", &config.kernel)?,
+        initrd_digest: config
+            .initrd
+            .as_deref()
+            .map(|path| digest_file("initramfs", path))
+            .transpose()?,
         extra_cmdline: config.extra_cmdline.clone(),
         compat_profile: CompatProfile::for_host(config.compat).is_active(),
         share_slots: SHARE_SLOTS,
@@ -183,7 +192,15 @@ pub fn select(config: &VmConfig) -> Result<Option<LoadedSnapshot>, SnapshotError
         tracing::info!("booting without a snapshot: {unsupported}");
         return Ok(None);
     }
-    let inputs = inputs_for(config)?;
+    let inputs = match inputs_for(config) {
+        Ok(inputs) => inputs,
+        // The boot reports a missing kernel or initramfs itself.
+        Err(e) if explicit.is_none() => {
+            tracing::info!("booting without a snapshot: {e}");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     let dir = match explicit {
         Some(dir) => dir,
         None => {
