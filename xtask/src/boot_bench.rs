@@ -28,12 +28,8 @@ pub struct BenchArgs {
     /// Guest memory (MiB) for both VMMs.
     #[arg(long, default_value_t = 256)]
     memory: u64,
-    /// The vmrun binary (default: target/release/vmrun, else `vmrun` on PATH).
-    #[arg(long)]
-    vmrun: Option<PathBuf>,
-    /// Share directory holding vmlinux and initramfs.cpio.
-    #[arg(long, default_value = "/usr/local/share/vmrun")]
-    share: PathBuf,
+    #[command(flatten)]
+    installed: Installed,
     /// Seconds after which a boot is killed and reported as failed.
     #[arg(long, default_value_t = 600)]
     limit: u64,
@@ -42,8 +38,26 @@ pub struct BenchArgs {
     logs: PathBuf,
 }
 
+/// Where the benchmarks find vmrun, the guest kernel and the initramfs.
+#[derive(Args)]
+pub struct Installed {
+    /// The vmrun binary (default: target/release/vmrun, else `vmrun` on PATH).
+    #[arg(long)]
+    pub vmrun: Option<PathBuf>,
+    /// Share directory holding vmlinux and initramfs.cpio.
+    #[arg(long, default_value = "/usr/local/share/vmrun")]
+    pub share: PathBuf,
+}
+
+impl Installed {
+    /// The vmrun binary to measure.
+    pub fn vmrun(&self) -> PathBuf {
+        vmrun_binary(self.vmrun.as_deref())
+    }
+}
+
 /// `given`, else target/release/vmrun, else `vmrun` on PATH.
-pub fn vmrun_binary(given: Option<&Path>) -> PathBuf {
+fn vmrun_binary(given: Option<&Path>) -> PathBuf {
     if let Some(bin) = given {
         return bin.to_path_buf();
     }
@@ -159,9 +173,9 @@ fn run_true(args: &BenchArgs, vmrun: &Path) -> anyhow::Result<()> {
             .args(["--cpus", &args.cpus.to_string()])
             .args(["--memory", &args.memory.to_string()])
             .arg("--kernel")
-            .arg(args.share.join("vmlinux"))
+            .arg(args.installed.share.join("vmlinux"))
             .arg("--initrd")
-            .arg(args.share.join("initramfs.cpio"))
+            .arg(args.installed.share.join("initramfs.cpio"))
             .args(["--", "true"])
             .output()
             .with_context(|| format!("cannot run {}", vmrun.display()))?;
@@ -210,7 +224,7 @@ fn run_true(args: &BenchArgs, vmrun: &Path) -> anyhow::Result<()> {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let vmrun = vmrun_binary(args.vmrun.as_deref());
+    let vmrun = args.installed.vmrun();
     let cmdline = vmrun_cmdline(&vmrun)?;
     println!("kernel command line: {cmdline}");
     println!(
@@ -236,14 +250,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .args(["--cpus", &args.cpus.to_string()])
             .args(["--memory", &args.memory.to_string()])
             .arg("--kernel")
-            .arg(args.share.join("vmlinux"))
+            .arg(args.installed.share.join("vmlinux"))
             .arg("--initrd")
-            .arg(args.share.join("initramfs.cpio"));
+            .arg(args.installed.share.join("initramfs.cpio"));
         let log = args.logs.join(format!("vmrun-{i}.log"));
         ours.push(measure(&mut cmd, READY, limit, &log)?);
         let log = args.logs.join(format!("qemu-{i}.log"));
         theirs.push(measure(
-            &mut qemu_command(args.cpus, args.memory, &args.share, &cmdline),
+            &mut qemu_command(args.cpus, args.memory, &args.installed.share, &cmdline),
             READY,
             limit,
             &log,

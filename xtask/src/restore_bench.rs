@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use vmrun_agent::client::{dial_hybrid_vsock, SandboxInit};
 
-use crate::boot_bench::{qemu_command, secs, vmrun_binary};
+use crate::boot_bench::{qemu_command, secs, Installed};
 
 const READY: &str = "vmrun-agent ready";
 
@@ -29,12 +29,8 @@ pub struct RestoreBenchArgs {
     /// software-KVM host) and QEMU's restore, which needs a QEMU boot.
     #[arg(long)]
     no_cold: bool,
-    /// The vmrun binary (default: target/release/vmrun, else `vmrun` on PATH).
-    #[arg(long)]
-    vmrun: Option<PathBuf>,
-    /// Share directory holding vmlinux and initramfs.cpio.
-    #[arg(long, default_value = "/usr/local/share/vmrun")]
-    share: PathBuf,
+    #[command(flatten)]
+    installed: Installed,
     /// Seconds after which a cold boot is given up.
     #[arg(long, default_value_t = 600)]
     limit: u64,
@@ -178,7 +174,12 @@ impl Qmp {
 
 fn qemu(args: &RestoreBenchArgs, cmdline: &str, qmp: &Path) -> Command {
     let config = vmm::VmConfig::default();
-    let mut cmd = qemu_command(config.vcpus, config.memory_mib, &args.share, cmdline);
+    let mut cmd = qemu_command(
+        config.vcpus,
+        config.memory_mib,
+        &args.installed.share,
+        cmdline,
+    );
     cmd.arg("-qmp")
         .arg(format!("unix:{},server=on,wait=off", qmp.display()));
     cmd
@@ -272,7 +273,7 @@ fn qemu_restore(
 
 pub fn run(args: &RestoreBenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)?;
-    let vmrun = vmrun_binary(args.vmrun.as_deref());
+    let vmrun = args.installed.vmrun();
     let runtime = tokio::runtime::Runtime::new()?;
     let limit = Duration::from_secs(args.limit);
     let config = vmm::VmConfig::default();

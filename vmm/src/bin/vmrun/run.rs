@@ -223,11 +223,13 @@ fn client_error(what: &str, err: ClientError) -> String {
 }
 
 /// Connects to the agent, runs the command with our stdio, returns its status.
+#[allow(clippy::too_many_arguments)]
 async fn session(
     args: &RunArgs,
     container: Option<&ContainerPlan>,
     dir: &RuntimeDir,
     init: &SandboxInit,
+    console: &ConsoleTail,
     started: Instant,
     timings: &mut Timings,
     signals: &mut TerminationSignals,
@@ -235,7 +237,7 @@ async fn session(
     // Until the command runs, a termination signal stops everything; after
     // that it is forwarded to the command.
     let (agent, launched) = tokio::select! {
-        launched = launch(args, container, dir, init, started, timings) => match launched? {
+        launched = launch(args, container, dir, init, console, started, timings) => match launched? {
             Ok(launched) => launched,
             Err(status) => return Ok(status),
         },
@@ -260,6 +262,7 @@ async fn launch(
     container: Option<&ContainerPlan>,
     dir: &RuntimeDir,
     init: &SandboxInit,
+    console: &ConsoleTail,
     started: Instant,
     timings: &mut Timings,
 ) -> Result<Result<(AgentClient, Launched), i32>, String> {
@@ -271,7 +274,13 @@ async fn launch(
         init,
     )
     .await
-    .map_err(|e| client_error("the guest agent did not answer", e))?;
+    .map_err(|e| {
+        // Like a guest that died: say where it got to.
+        format!(
+            "the guest agent did not answer: {e}\n--- end of guest console ---\n{}",
+            console.contents()
+        )
+    })?;
     timings.agent_ready = Some(started.elapsed());
     let launched = match container {
         Some(plan) => crate::container::create(&agent, plan, &dir.files_dir()).await?,
