@@ -121,6 +121,7 @@ fn damaged_snapshot(dir: &Path, damage: impl FnOnce(&Path)) -> PathBuf {
     let copy = dir.join("snapshot");
     std::fs::create_dir_all(copy.join("empty")).unwrap();
     std::fs::copy(original.join("state"), copy.join("state")).unwrap();
+    std::fs::copy(original.join("empty.img"), copy.join("empty.img")).unwrap();
     // Sparse, so that a copy of a 256 MiB guest costs little.
     let copied = Command::new("cp")
         .arg("--sparse=always")

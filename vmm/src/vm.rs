@@ -351,6 +351,7 @@ impl Vm {
         let mem = memory::map_snapshot_memory(loaded.memory, &state.memory)?;
         let mut slot_config = config.clone();
         slot_config.shares = snapshot::slot_shares(config, &loaded.dir);
+        slot_config.disks = snapshot::slot_disks(config, &loaded.dir);
         let slots = virtio::plan(&slot_config);
         let parts = Self::build(config, mem, console, Some(&state.serial), &slots)?;
 
@@ -380,6 +381,19 @@ impl Vm {
             .map(|saved| Vcpu::restore(&parts.vm, saved, (parts.pio.clone(), parts.mmio.clone())))
             .collect::<Result<Vec<_>, _>>()?;
         restore_vm_state(&parts.vm, &state.vm)?;
+        // The guest probed the disk slots empty: it re-reads the capacity
+        // of those now bound to disks on a configuration change. Raised
+        // after the interrupt controllers were restored, so that it is not
+        // overwritten by their saved state.
+        let first_disk = parts.transports.len() - snapshot::DISK_SLOTS;
+        for transport in parts
+            .transports
+            .iter()
+            .skip(first_disk)
+            .take(config.disks.len())
+        {
+            lock(transport).0.config_changed();
+        }
         tracing::info!(
             snapshot = %loaded.dir.display(),
             "restored the VM in {:.3} s",

@@ -21,6 +21,30 @@ pub struct StorageManager {
     share_tags: Mutex<HashMap<String, String>>,
 }
 
+/// How long a mount waits for a disk of size 0 to grow.
+const CAPACITY_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Waits (a while) until the block device `device` has a nonzero size. A
+/// guest restored from a snapshot probed its disk slots empty; the VMM
+/// binds them to this sandbox's disks and raises a configuration change,
+/// which the kernel handles in a work queue: a mount right after the
+/// restore can be ahead of it. Devices the kernel does not list as block
+/// devices are not waited for.
+fn wait_for_capacity(device: &Path) {
+    let Some(name) = device.file_name() else {
+        return;
+    };
+    let size_file = Path::new("/sys/class/block").join(name).join("size");
+    let deadline = std::time::Instant::now() + CAPACITY_WAIT;
+    while std::fs::read_to_string(&size_file).is_ok_and(|size| size.trim() == "0") {
+        if std::time::Instant::now() > deadline {
+            tracing::warn!(device = %device.display(), "disk still has size 0");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 impl StorageManager {
     pub fn new(mounts: Arc<dyn MountSyscalls>) -> Self {
         Self {
@@ -66,6 +90,9 @@ impl StorageManager {
             return Err(StorageError::NoSource {
                 source_path: PathBuf::from(spec.source),
             });
+        }
+        if spec.source_is_device {
+            wait_for_capacity(Path::new(&spec.source));
         }
         std::fs::create_dir_all(&spec.mount_point).map_err(|source| {
             StorageError::MakeMountPoint {

@@ -212,6 +212,15 @@ impl MmioTransport {
         self.status
     }
 
+    /// Tells the driver that the device's configuration space changed
+    /// (a new generation, and a configuration-change interrupt).
+    pub fn config_changed(&mut self) {
+        self.config_generation = self.config_generation.wrapping_add(1);
+        if let Err(e) = self.interrupt.trigger_config_change() {
+            error!("virtio-mmio: failed to signal config change: {e}");
+        }
+    }
+
     /// Whether the device has been activated (DRIVER_OK accepted).
     pub fn is_activated(&self) -> bool {
         self.activated

@@ -17,7 +17,7 @@ use crate::memory::GuestMemory;
 /// First bytes of every state file.
 const MAGIC: &[u8; 8] = b"VMRUNSNP";
 /// Layout of the state file and of [`SnapshotState`]; bump on any change.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// magic, format version, payload length, SHA-256 of the payload.
 const HEADER_LEN: usize = 8 + 4 + 8 + 32;
 /// A state file larger than this is not ours (a real one is ~100 KiB).
@@ -39,7 +39,7 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> SnapshotError + '_ {
 
 /// Creates `path` for writing, readable and writable by its owner only:
 /// snapshot files hold guest memory.
-fn create_private(path: &Path) -> Result<File, SnapshotError> {
+pub(crate) fn create_private(path: &Path) -> Result<File, SnapshotError> {
     OpenOptions::new()
         .write(true)
         .create_new(true)

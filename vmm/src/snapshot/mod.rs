@@ -11,8 +11,10 @@
 //! unused form: the guest has probed [`SHARE_SLOTS`] virtio-fs devices
 //! tagged [`share_slot_tag`] but mounted none (the agent mounts them after
 //! restore, so FUSE_INIT meets this sandbox's directories); no vsock
-//! connection is open, and the restored guest gets a transport reset; there
-//! are no disks (a VM that needs one boots cold). The guest is made unique
+//! connection is open, and the restored guest gets a transport reset; the
+//! guest has probed [`DISK_SLOTS`] virtio-blk devices of capacity 0, which
+//! a restored VM binds to its disks, telling the guest their size with a
+//! configuration-change interrupt. The guest is made unique
 //! by the agent's first request (fresh entropy, the host's clock, the
 //! hostname, the vCPUs to bring online): see the agent's `InitSandbox`.
 //!
@@ -33,7 +35,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::compat::CompatProfile;
-use crate::config::{SharedDir, VmConfig};
+use crate::config::{Disk, SharedDir, VmConfig};
 use crate::console::ConsoleEvent;
 use crate::vm::{Vm, VmError, VmEvent};
 use state::{SnapshotInputs, SnapshotState};
@@ -41,6 +43,12 @@ use state::{SnapshotInputs, SnapshotState};
 /// virtio-fs devices a snapshot's guest has probed: the most shares a
 /// restored VM can have.
 pub const SHARE_SLOTS: usize = 4;
+/// virtio-blk devices a snapshot's guest has probed (empty): the most disks
+/// a restored VM can have.
+pub const DISK_SLOTS: usize = 2;
+/// The empty image the snapshot's disk slots are made with, and that
+/// unused slots of a restored VM are bound to (read-only).
+const EMPTY_DISK: &str = "empty.img";
 /// The virtio-fs tag of share slot `i` in a snapshot's guest.
 pub use vmrun_agent::share_slot_tag;
 /// Kernel flag of a snapshot's guest: the agent then knows that its
@@ -155,6 +163,7 @@ pub fn inputs_for(config: &VmConfig) -> Result<SnapshotInputs, SnapshotError> {
         extra_cmdline: config.extra_cmdline.clone(),
         compat_profile: CompatProfile::for_host(config.compat).is_active(),
         share_slots: SHARE_SLOTS,
+        disk_slots: DISK_SLOTS,
     })
 }
 
@@ -231,9 +240,9 @@ fn check_restorable(config: &VmConfig) -> Result<(), SnapshotError> {
     if config.vsock_uds.is_none() {
         return Err(SnapshotError::Unsupported("needs the agent's vsock".into()));
     }
-    if !config.disks.is_empty() {
+    if config.disks.len() > DISK_SLOTS {
         return Err(SnapshotError::Unsupported(format!(
-            "cannot have disks ({} asked)",
+            "has at most {DISK_SLOTS} disks ({} asked)",
             config.disks.len()
         )));
     }
@@ -269,7 +278,9 @@ pub fn load(
     let (state_path, memory_path) = file::paths(&dir);
     let state = file::read_state(&state_path)?;
     check_inputs(&state.meta.inputs, wanted)?;
-    if state.vcpus.len() != usize::from(wanted.vcpus) || state.virtio.len() != SHARE_SLOTS + 2 {
+    if state.vcpus.len() != usize::from(wanted.vcpus)
+        || state.virtio.len() != 2 + SHARE_SLOTS + DISK_SLOTS
+    {
         return Err(SnapshotError::Corrupt {
             path: state_path,
             why: "the saved vCPUs or devices do not match its own description".into(),
@@ -358,6 +369,13 @@ fn check_inputs(saved: &SnapshotInputs, wanted: &SnapshotInputs) -> Result<(), S
             wanted.share_slots.to_string(),
         );
     }
+    if saved.disk_slots != wanted.disk_slots {
+        return mismatch(
+            "number of disk slots",
+            saved.disk_slots.to_string(),
+            wanted.disk_slots.to_string(),
+        );
+    }
     Ok(())
 }
 
@@ -376,6 +394,22 @@ pub fn slot_shares(config: &VmConfig, dir: &Path) -> Vec<SharedDir> {
                 path: dir.join(EMPTY_DIR),
                 read_only: true,
             },
+        })
+        .collect()
+}
+
+/// The disks a VM restored from a snapshot in `dir` gets, slot by slot:
+/// the configured ones, the rest bound to the snapshot's empty image,
+/// read-only. The guest negotiated the slots' features when they were
+/// empty and writable, so it does not know a disk is read-only: the
+/// device fails its writes.
+pub fn slot_disks(config: &VmConfig, dir: &Path) -> Vec<Disk> {
+    (0..DISK_SLOTS)
+        .map(|i| {
+            config.disks.get(i).cloned().unwrap_or_else(|| Disk {
+                path: dir.join(EMPTY_DISK),
+                read_only: true,
+            })
         })
         .collect()
 }
@@ -405,10 +439,20 @@ pub fn create(
         path: empty.clone(),
         source,
     })?;
+    let empty_disk = building.path().join(EMPTY_DISK);
+    file::create_private(&empty_disk)?;
 
     let mut template = config.clone();
     template.snapshot = SnapshotUse::Off;
-    template.disks.clear();
+    // Writable while the guest probes them, so that it does not take them
+    // for read-only disks (a feature it reads once).
+    template.disks = vec![
+        Disk {
+            path: empty_disk,
+            read_only: false,
+        };
+        DISK_SLOTS
+    ];
     template.vsock_uds = Some(building.path().join("vsock.sock"));
     template.shares = slot_shares(&VmConfig::default(), building.path());
     template.template = true;
@@ -511,6 +555,7 @@ mod tests {
             extra_cmdline: vec![],
             compat_profile: true,
             share_slots: SHARE_SLOTS,
+            disk_slots: DISK_SLOTS,
         }
     }
 
@@ -596,7 +641,7 @@ mod tests {
     }
 
     #[test]
-    fn restorable_configs_need_vsock_no_disks_and_few_shares() {
+    fn restorable_configs_need_vsock_and_few_shares_and_disks() {
         let with_vsock = VmConfig {
             vsock_uds: Some(PathBuf::from("/run/v.sock")),
             ..VmConfig::default()

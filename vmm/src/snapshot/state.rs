@@ -38,6 +38,8 @@ pub struct SnapshotInputs {
     pub compat_profile: bool,
     /// virtio-fs devices the guest probed, tagged [`super::share_slot_tag`].
     pub share_slots: usize,
+    /// Empty virtio-blk devices the guest probed.
+    pub disk_slots: usize,
 }
 
 /// [`SnapshotInputs`] plus facts about the host it was made on.

@@ -86,6 +86,13 @@ pub fn boot(args: BootArgs) -> Result<(), String> {
 
     let mut vm = Vm::start(&config, std::io::stdout()).map_err(|e| e.to_string())?;
     tracing::debug!(cmdline = vm.cmdline(), "guest started");
+    if vm.restored() {
+        // No boot, so no ready line: the agent serves already.
+        eprintln!(
+            "vmrun: restored from a snapshot after {:.3} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
 
     let mut ready = None;
     let mut failure = None;

@@ -167,6 +167,7 @@ async fn run_in_vm(args: &RunArgs, container: Option<&ContainerPlan>) -> Result<
             container,
             &dir,
             &init,
+            &console,
             started,
             &mut timings,
             &mut signals,
