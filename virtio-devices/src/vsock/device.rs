@@ -126,6 +126,7 @@ impl VirtioDevice for VsockDevice {
             txq,
             evq,
             send_transport_reset: std::mem::take(&mut self.restored),
+            reset_pending_until: None,
             rx_evt,
             tx_evt,
             ev_evt,

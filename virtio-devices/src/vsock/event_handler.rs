@@ -25,6 +25,8 @@ const TOKEN_BACKEND: u64 = 4;
 
 /// Rounds of TX/RX processing per wake-up when RX frees TX backlog.
 const MAX_ROUNDS: usize = 4;
+/// Longest packets to the guest wait for it to handle a transport reset.
+const RESET_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Everything the worker thread owns while the device is active.
 pub(crate) struct VsockWorker {
@@ -37,6 +39,11 @@ pub(crate) struct VsockWorker {
     pub(crate) evq: Queue,
     /// Whether to send that reset when the worker starts.
     pub(crate) send_transport_reset: bool,
+    /// Until when packets to the guest are held back after the reset:
+    /// a connection request that reached the guest before it handled the
+    /// reset would be reset with the rest. The driver re-posts the event
+    /// buffer (kicking the event queue) once it has handled the event.
+    pub(crate) reset_pending_until: Option<Instant>,
     pub(crate) rx_evt: EventFd,
     pub(crate) tx_evt: EventFd,
     pub(crate) ev_evt: EventFd,
@@ -78,7 +85,10 @@ impl VsockWorker {
                     TOKEN_KILL => return self.backend,
                     TOKEN_RX => drain(&self.rx_evt),
                     TOKEN_TX => drain(&self.tx_evt),
-                    TOKEN_EVENT => drain(&self.ev_evt),
+                    TOKEN_EVENT => {
+                        drain(&self.ev_evt);
+                        self.reset_pending_until = None;
+                    }
                     TOKEN_BACKEND => self.backend.process_events(now),
                     other => debug!("vsock: unexpected epoll token {other}"),
                 }
@@ -108,7 +118,11 @@ impl VsockWorker {
 
     /// Milliseconds until the next connection deadline, or -1 (none).
     fn epoll_timeout(&self) -> i32 {
-        self.backend.next_deadline().map_or(-1, |d| {
+        let next = match (self.backend.next_deadline(), self.reset_pending_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        next.map_or(-1, |d| {
             let ms = d.saturating_duration_since(Instant::now()).as_millis();
             // Round up so that the deadline has passed when we wake.
             i32::try_from(ms + 1).unwrap_or(i32::MAX)
@@ -116,12 +130,16 @@ impl VsockWorker {
     }
 
     fn process_queues(&mut self, now: Instant) {
+        if self.reset_pending_until.is_some_and(|until| now >= until) {
+            warn!("vsock: the guest did not acknowledge the transport reset; going on");
+            self.reset_pending_until = None;
+        }
         let mut tx_used = false;
         let mut rx_used = false;
         let mut rounds = 0;
         loop {
             let tx = self.process_tx(now);
-            let rx = self.process_rx(now);
+            let rx = self.reset_pending_until.is_none() && self.process_rx(now);
             tx_used |= tx.used;
             rx_used |= rx;
             rounds += 1;
@@ -180,6 +198,7 @@ impl VsockWorker {
         if let Err(e) = self.interrupt.trigger_used_ring() {
             error!("vsock: failed to signal the transport reset: {e}");
         }
+        self.reset_pending_until = Some(Instant::now() + RESET_ACK_WAIT);
     }
 
     /// Hands guest packets to the multiplexer: at most one queue's worth per
