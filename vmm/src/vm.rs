@@ -381,10 +381,14 @@ impl Vm {
             .map(|saved| Vcpu::restore(&parts.vm, saved, (parts.pio.clone(), parts.mmio.clone())))
             .collect::<Result<Vec<_>, _>>()?;
         restore_vm_state(&parts.vm, &state.vm)?;
+        // Devices start only now: what they signal the guest first (the
+        // vsock transport reset) must not be overwritten by the saved
+        // state of the interrupt controllers.
+        for transport in &parts.transports {
+            lock(transport).0.resume()?;
+        }
         // The guest probed the disk slots empty: it re-reads the capacity
-        // of those now bound to disks on a configuration change. Raised
-        // after the interrupt controllers were restored, so that it is not
-        // overwritten by their saved state.
+        // of those now bound to disks on a configuration change.
         let first_disk = parts.transports.len() - snapshot::DISK_SLOTS;
         for transport in parts
             .transports

@@ -272,6 +272,14 @@ fn qemu_restore(
 }
 
 pub fn run(args: &RestoreBenchArgs) -> anyhow::Result<()> {
+    // VMRUN_LOG=vmrun_agent=debug shows each dial attempt.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VMRUN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     std::fs::create_dir_all(&args.dir)?;
     let vmrun = args.installed.vmrun();
     let runtime = tokio::runtime::Runtime::new()?;

@@ -22,6 +22,10 @@ const MAX_ANSWER_LEN: usize = 64;
 /// Pause after the first failed attempt; doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How often to look for a socket the VMM has not created yet: a VM
+/// restored from a snapshot answers within a fraction of a second of its
+/// socket appearing, so backing off there would only add delay.
+const SOCKET_POLL: Duration = Duration::from_millis(10);
 
 /// Cap on one attempt, so a connection the VMM accepted but never answers
 /// cannot use up the whole deadline.
@@ -118,6 +122,10 @@ pub async fn dial_hybrid_vsock(
     let mut backoff = FIRST_BACKOFF;
     let mut attempts = 0;
     loop {
+        if !uds_path.exists() && Instant::now() + SOCKET_POLL < deadline {
+            tokio::time::sleep(SOCKET_POLL).await;
+            continue;
+        }
         attempts += 1;
         let attempt_deadline = deadline.min(Instant::now() + ATTEMPT_TIMEOUT);
         let last_error =

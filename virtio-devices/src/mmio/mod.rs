@@ -149,6 +149,8 @@ pub struct MmioTransport {
     config_generation: u32,
     activated: bool,
     bad_accesses: u32,
+    /// Saved ring positions of a restored device not yet resumed.
+    resume_at: Option<Vec<QueueState>>,
 }
 
 impl MmioTransport {
@@ -187,6 +189,7 @@ impl MmioTransport {
             config_generation: 0,
             activated: false,
             bad_accesses: 0,
+            resume_at: None,
         })
     }
 

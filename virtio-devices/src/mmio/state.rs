@@ -116,9 +116,8 @@ impl MmioTransport {
         }
     }
 
-    /// Puts a new transport into `state` and, if the device was running,
-    /// starts it on the saved rings (it first hears that it was restored,
-    /// see [`VirtioDevice::restored`](crate::VirtioDevice::restored)).
+    /// Puts a new transport into `state`; a device that was running is
+    /// started by [`resume`](Self::resume).
     pub fn restore_state(&mut self, state: &TransportState) -> Result<(), RestoreError> {
         let device = self.device.device_type();
         if state.device_type != device {
@@ -166,15 +165,27 @@ impl MmioTransport {
         self.status = state.status;
         self.config_generation = state.config_generation;
         self.interrupt.set_status(state.interrupt_status);
-        if state.activated {
-            self.device.restored();
-            self.activate_at(&state.queues)
-                .map_err(|e| RestoreError::Activate {
-                    device,
-                    reason: e.to_string(),
-                })?;
-        }
+        self.resume_at = state.activated.then(|| state.queues.clone());
         Ok(())
+    }
+
+    /// Starts the device of a transport put into a saved state, on the
+    /// saved rings; it first hears that it was restored (see
+    /// [`VirtioDevice::restored`](crate::VirtioDevice::restored)). Call it
+    /// once the VM's interrupt controllers have their saved state too:
+    /// the device may interrupt the guest at once, and restoring the
+    /// controllers afterwards would lose that interrupt.
+    pub fn resume(&mut self) -> Result<(), RestoreError> {
+        let Some(positions) = self.resume_at.take() else {
+            return Ok(());
+        };
+        let device = self.device.device_type();
+        self.device.restored();
+        self.activate_at(&positions)
+            .map_err(|e| RestoreError::Activate {
+                device,
+                reason: e.to_string(),
+            })
     }
 
     /// Activates the device with each queue resuming at its saved position.

@@ -601,6 +601,11 @@ fn saved_state_restores_registers_rings_and_activation() {
         state: restored_state,
     } = setup();
     restored.restore_state(&saved).unwrap();
+    assert!(
+        restored_state.lock().unwrap().activations.is_empty(),
+        "started before resume"
+    );
+    restored.resume().unwrap();
     assert_eq!(
         r32(&mut restored, VIRTIO_MMIO_STATUS),
         ACK | DRV | FOK | DOK
@@ -645,7 +650,10 @@ fn saved_state_that_does_not_fit_the_device_is_refused() {
     let saved = t.save_state();
     let refused = |state: TransportState| {
         let Setup { mut t, state: seen } = setup();
-        let err = t.restore_state(&state).unwrap_err();
+        let err = t
+            .restore_state(&state)
+            .and_then(|()| t.resume())
+            .unwrap_err();
         assert!(seen.lock().unwrap().activations.is_empty());
         err.to_string()
     };
