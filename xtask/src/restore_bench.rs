@@ -232,7 +232,9 @@ fn qemu_save(args: &RestoreBenchArgs, cmdline: &str, file: &Path) -> anyhow::Res
     result
 }
 
-/// Starts QEMU on the saved guest; time to `running`, and its memory.
+/// Starts QEMU on the saved guest; time to `running` (it loads the saved
+/// guest and, as that was stopped when saved, waits for `cont`), and its
+/// memory.
 fn qemu_restore(
     args: &RestoreBenchArgs,
     cmdline: &str,
@@ -253,8 +255,13 @@ fn qemu_restore(
         let mut qmp = Qmp::connect(&qmp_path, started + Duration::from_secs(10))?;
         loop {
             let status = qmp.execute("query-status")?;
-            if status["status"].as_str() == Some("running") {
-                break;
+            match status["status"].as_str() {
+                Some("running") => break,
+                // Loaded; paused because the guest was stopped when saved.
+                Some("paused") => {
+                    qmp.execute("cont")?;
+                }
+                _ => {}
             }
             if started.elapsed() > Duration::from_secs(60) {
                 bail!("QEMU did not resume: {status}");
