@@ -208,8 +208,9 @@ pub struct Vm {
     vcpus: Vec<JoinHandle<Vcpu>>,
     cmdline: String,
     restored: bool,
-    /// The CPUID vCPU 0 of a new VM gets on this host.
-    host_cpuid: Vec<kvm_cpuid_entry2>,
+    /// The host profile the VM runs with (a snapshot records the CPUID it
+    /// implies).
+    profile: CompatProfile,
     serial: Arc<Mutex<dyn SavedSerial>>,
     transports: Transports,
     kvm: Kvm,
@@ -336,7 +337,7 @@ impl Vm {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Self::run(parts, vcpus, cmdline_text(&cmdline), false, config.vcpus)
+        Self::run(parts, vcpus, cmdline_text(&cmdline), false)
     }
 
     /// Restores the snapshot `loaded`, bound to `config`'s vsock socket and
@@ -403,17 +404,11 @@ impl Vm {
             "restored the VM in {:.3} s",
             started.elapsed().as_secs_f64()
         );
-        Self::run(parts, vcpus, state.meta.cmdline, true, config.vcpus)
+        Self::run(parts, vcpus, state.meta.cmdline, true)
     }
 
     /// Starts a thread per vCPU.
-    fn run(
-        parts: Parts,
-        vcpus: Vec<Vcpu>,
-        cmdline: String,
-        restored: bool,
-        count: u8,
-    ) -> Result<Vm, VmError> {
+    fn run(parts: Parts, vcpus: Vec<Vcpu>, cmdline: String, restored: bool) -> Result<Vm, VmError> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut vm = Vm {
             events: parts.events,
@@ -421,7 +416,7 @@ impl Vm {
             vcpus: Vec::new(),
             cmdline,
             restored,
-            host_cpuid: vcpu0_cpuid(&parts.supported_cpuid, count, &parts.profile),
+            profile: parts.profile,
             serial: parts.serial,
             transports: parts.transports,
             kvm: parts.kvm,
@@ -512,23 +507,25 @@ impl Vm {
             vcpu.quiesce().map_err(vcpu_err)?;
             vcpu_states.push(vcpu.save_state(&msr_indexes).map_err(vcpu_err)?);
         }
+        let supported = self
+            .kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| SnapshotError::Guest(format!("KVM_GET_SUPPORTED_CPUID: {e}")))?;
+        let vcpu_count = u8::try_from(count).unwrap_or(u8::MAX);
+        let host_cpuid = vcpu0_cpuid(&supported, vcpu_count, &self.profile);
         let vm_state = save_vm_state(&self.vm)?;
         let virtio = self
             .transports
             .iter()
             .map(|t| lock(t).0.save_state())
             .collect();
-        let serial = self
-            .serial
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .snapshot();
+        let serial = lock(&self.serial).snapshot();
         let (state_path, memory_path) = snapshot::file::paths(dir);
         let memory = snapshot::file::write_memory(&memory_path, &self.mem)?;
         let state = SnapshotState {
             meta: SnapshotMeta {
                 inputs,
-                host_cpuid: std::mem::take(&mut self.host_cpuid),
+                host_cpuid,
                 cmdline: self.cmdline.clone(),
                 created_unix: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

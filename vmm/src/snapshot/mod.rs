@@ -301,82 +301,49 @@ pub fn load(
     Ok(LoadedSnapshot { dir, state, memory })
 }
 
+/// Each input as a mismatch names it, with its value as shown.
+fn described(inputs: &SnapshotInputs) -> [(&'static str, String); 9] {
+    let on_off = |on| if on { "on" } else { "off" }.to_string();
+    [
+        ("VMM version", inputs.vmm_version.clone()),
+        ("vCPU count", inputs.vcpus.to_string()),
+        ("memory size", format!("{} MiB", inputs.memory_mib)),
+        ("kernel (SHA-256)", inputs.kernel_digest.clone()),
+        (
+            "initramfs (SHA-256)",
+            inputs
+                .initrd_digest
+                .clone()
+                .unwrap_or_else(|| "none".into()),
+        ),
+        (
+            "extra kernel command line",
+            format!("{:?}", inputs.extra_cmdline),
+        ),
+        (
+            "software-KVM compatibility profile",
+            on_off(inputs.compat_profile),
+        ),
+        ("number of share slots", inputs.share_slots.to_string()),
+        ("number of disk slots", inputs.disk_slots.to_string()),
+    ]
+}
+
 /// Compares what the snapshot was made from with what is asked for, field
-/// by field, so that the error names the difference.
+/// by field, so that the error names the first difference.
 fn check_inputs(saved: &SnapshotInputs, wanted: &SnapshotInputs) -> Result<(), SnapshotError> {
-    let mismatch = |what, snapshot: String, wanted: String| {
-        Err(SnapshotError::Mismatch {
+    let differing = described(saved)
+        .into_iter()
+        .zip(described(wanted))
+        .find(|((_, snapshot), (_, wanted))| snapshot != wanted);
+    match differing {
+        Some(((what, snapshot), (_, wanted))) => Err(SnapshotError::Mismatch {
             what,
             snapshot,
             wanted,
-        })
-    };
-    if saved.vmm_version != wanted.vmm_version {
-        return mismatch(
-            "VMM version",
-            saved.vmm_version.clone(),
-            wanted.vmm_version.clone(),
-        );
+        }),
+        None => Ok(()),
     }
-    if saved.vcpus != wanted.vcpus {
-        return mismatch(
-            "vCPU count",
-            saved.vcpus.to_string(),
-            wanted.vcpus.to_string(),
-        );
-    }
-    if saved.memory_mib != wanted.memory_mib {
-        return mismatch(
-            "memory size",
-            format!("{} MiB", saved.memory_mib),
-            format!("{} MiB", wanted.memory_mib),
-        );
-    }
-    if saved.kernel_digest != wanted.kernel_digest {
-        return mismatch(
-            "kernel (SHA-256)",
-            saved.kernel_digest.clone(),
-            wanted.kernel_digest.clone(),
-        );
-    }
-    if saved.initrd_digest != wanted.initrd_digest {
-        let show = |d: &Option<String>| d.clone().unwrap_or_else(|| "none".into());
-        return mismatch(
-            "initramfs (SHA-256)",
-            show(&saved.initrd_digest),
-            show(&wanted.initrd_digest),
-        );
-    }
-    if saved.extra_cmdline != wanted.extra_cmdline {
-        return mismatch(
-            "extra kernel command line",
-            format!("{:?}", saved.extra_cmdline.join(" ")),
-            format!("{:?}", wanted.extra_cmdline.join(" ")),
-        );
-    }
-    if saved.compat_profile != wanted.compat_profile {
-        let show = |on| if on { "on" } else { "off" }.to_string();
-        return mismatch(
-            "software-KVM compatibility profile",
-            show(saved.compat_profile),
-            show(wanted.compat_profile),
-        );
-    }
-    if saved.share_slots != wanted.share_slots {
-        return mismatch(
-            "number of share slots",
-            saved.share_slots.to_string(),
-            wanted.share_slots.to_string(),
-        );
-    }
-    if saved.disk_slots != wanted.disk_slots {
-        return mismatch(
-            "number of disk slots",
-            saved.disk_slots.to_string(),
-            wanted.disk_slots.to_string(),
-        );
-    }
-    Ok(())
 }
 
 /// The shares a VM restored from a snapshot in `dir` gets, slot by slot:
