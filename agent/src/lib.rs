@@ -43,19 +43,7 @@ pub mod server;
 #[cfg(feature = "server")]
 pub mod storage;
 
-/// The virtio-fs tag of share slot `i` in a guest booted to be snapshotted
-/// (kernel flag [`TEMPLATE_FLAG`]): its tags cannot be the host's names,
-/// which differ per sandbox, so the VMM numbers them and the agent maps the
-/// names `InitSandbox` gives onto them.
-pub fn share_slot_tag(i: usize) -> String {
-    format!("vmrun-fs{i}")
-}
-
-/// Kernel flag of a guest booted to be snapshotted.
-pub const TEMPLATE_FLAG: &str = "vmrun.template";
-
-/// The vsock port the agent serves on inside the guest.
-pub const AGENT_VSOCK_PORT: u32 = 1024;
+pub use vm_config::guest::{share_slot_tag, AGENT_VSOCK_PORT, TEMPLATE_FLAG};
 
 /// Version of the agent API; bumped on incompatible changes to the proto.
 pub const API_VERSION: u32 = 1;

@@ -1,40 +1,33 @@
 //! The shim's configuration: `/etc/vmrun/config.toml`, or the file named by
 //! the runtime options containerd passes (`ConfigPath`). Every key is
 //! optional; with no file at all the defaults boot what `scripts/setup.sh`
-//! installed.
+//! installed. The VM of every sandbox is the `[vm]` table, a
+//! [`VmConfig`] with the VMM's own defaults (so the shim's pods restore from
+//! the default snapshot).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
-use vmm::compat::CompatMode;
+use vm_config::VmConfig;
+use vmrun_sandbox::SandboxConfig;
 
 use crate::error::{Result, ShimError};
 
 /// Where the configuration is read from unless containerd names a file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vmrun/config.toml";
-const DEFAULT_SHARE_DIR: &str = "/usr/local/share/vmrun";
 
 /// How every sandbox VM of this shim is built.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShimConfig {
-    /// The guest kernel (ELF vmlinux with PVH entry, or bzImage).
-    pub kernel: PathBuf,
-    /// The guest initramfs holding the agent.
-    pub initrd: PathBuf,
-    /// vCPUs of each sandbox VM.
-    pub vcpus: u8,
-    /// Memory of each sandbox VM, in MiB.
-    pub memory_mib: u64,
-    /// `auto`, `off` or `pvm`: see `vmrun boot --compat`.
-    pub compat: String,
+    /// The VM of each sandbox (its vsock and share are the shim's).
+    pub vm: VmConfig,
     /// The `vmrun` binary that runs the VMM; by default the one next to the
     /// shim, else the one on PATH.
     pub vmm_binary: Option<PathBuf>,
     /// Seconds to wait for a new VM's agent to answer.
     pub boot_timeout_secs: u64,
-    /// Extra guest kernel command-line words.
-    pub kernel_params: Vec<String>,
     /// Log level of the shim: error, warn, info, debug or trace.
     pub log_level: String,
 }
@@ -42,15 +35,9 @@ pub struct ShimConfig {
 impl Default for ShimConfig {
     fn default() -> Self {
         Self {
-            kernel: Path::new(DEFAULT_SHARE_DIR).join("vmlinux"),
-            initrd: Path::new(DEFAULT_SHARE_DIR).join("initramfs.cpio"),
-            // The VMM's defaults: the VMs the default snapshot restores.
-            vcpus: vmm::VmConfig::default().vcpus,
-            memory_mib: vmm::VmConfig::default().memory_mib,
-            compat: "auto".to_string(),
+            vm: VmConfig::default(),
             vmm_binary: None,
-            boot_timeout_secs: 600,
-            kernel_params: Vec::new(),
+            boot_timeout_secs: vmrun_sandbox::layout::DEFAULT_BOOT_TIMEOUT.as_secs(),
             log_level: "info".to_string(),
         }
     }
@@ -82,12 +69,6 @@ impl ShimConfig {
 
     fn validate(&self, origin: &Path) -> Result<()> {
         let bad = |what: String| Err(ShimError::Config(format!("{}: {what}", origin.display())));
-        if self.compat_mode().is_err() {
-            return bad(format!(
-                "compat = {:?}: expected \"auto\", \"off\" or \"pvm\"",
-                self.compat
-            ));
-        }
         if !matches!(
             self.log_level.as_str(),
             "error" | "warn" | "info" | "debug" | "trace"
@@ -100,17 +81,22 @@ impl ShimConfig {
         if self.boot_timeout_secs == 0 {
             return bad("boot_timeout_secs must be at least 1".to_string());
         }
-        let vm = vmm::VmConfig {
-            vcpus: self.vcpus,
-            memory_mib: self.memory_mib,
-            ..vmm::VmConfig::default()
-        };
-        vm.validate().or_else(|e| bad(e.to_string()))
+        // Per sandbox, the shim's to give.
+        if !self.vm.shares.is_empty() || !self.vm.disks.is_empty() || self.vm.vsock_uds.is_some() {
+            return bad("[vm] shares, disks and vsock_uds are set per sandbox by the shim".into());
+        }
+        if self.vm.template {
+            return bad("[vm] template is for `vmrun snapshot create`".into());
+        }
+        self.vm.validate().or_else(|e| bad(format!("[vm] {e}")))
     }
 
-    /// The compat profile selection.
-    pub fn compat_mode(&self) -> Result<CompatMode, String> {
-        self.compat.parse()
+    /// How the shim's sandboxes are started.
+    pub fn sandbox_config(&self) -> SandboxConfig {
+        SandboxConfig {
+            boot_timeout: Duration::from_secs(self.boot_timeout_secs),
+            ..SandboxConfig::new(self.vm.clone(), self.vmm_binary())
+        }
     }
 
     /// The `vmrun` binary to run VMs with.
@@ -129,40 +115,60 @@ impl ShimConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vm_config::CompatMode;
 
     #[test]
     fn empty_file_means_defaults() {
         let config = ShimConfig::parse("", Path::new("c.toml")).unwrap();
         assert_eq!(config, ShimConfig::default());
-        assert_eq!(config.kernel, Path::new("/usr/local/share/vmrun/vmlinux"));
+        assert_eq!(config.vm, VmConfig::default());
+        assert_eq!(
+            config.vm.kernel,
+            Path::new("/usr/local/share/vmrun/vmlinux")
+        );
     }
 
     #[test]
     fn keys_override_defaults() {
-        let text = "vcpus = 1\nmemory_mib = 256\ncompat = \"off\"\nkernel_params = [\"quiet\"]\n";
+        let text = "boot_timeout_secs = 60\n[vm]\nvcpus = 1\nmemory_mib = 512\ncompat = \"off\"\nextra_cmdline = [\"quiet\"]\n";
         let config = ShimConfig::parse(text, Path::new("c.toml")).unwrap();
-        assert_eq!((config.vcpus, config.memory_mib), (1, 256));
-        assert_eq!(config.compat_mode().unwrap(), CompatMode::Off);
-        assert_eq!(config.kernel_params, vec!["quiet".to_string()]);
+        assert_eq!((config.vm.vcpus, config.vm.memory_mib), (1, 512));
+        assert_eq!(config.vm.compat, CompatMode::Off);
+        assert_eq!(config.vm.extra_cmdline, vec!["quiet".to_string()]);
+        let sandbox = config.sandbox_config();
+        assert_eq!(sandbox.boot_timeout, Duration::from_secs(60));
+        assert_eq!(sandbox.vm, config.vm);
     }
 
     #[test]
     fn errors_name_the_file_and_the_key() {
-        let err = ShimConfig::parse("vcpus = 0", Path::new("/etc/x.toml"))
+        let err = ShimConfig::parse("[vm]\nvcpus = 0", Path::new("/etc/x.toml"))
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("/etc/x.toml") && err.contains("vcpus"),
             "{err}"
         );
-        let err = ShimConfig::parse("cpus = 2", Path::new("x.toml"))
+        let err = ShimConfig::parse("[vm]\ncpus = 2", Path::new("x.toml"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `cpus`"), "{err}");
-        let err = ShimConfig::parse("compat = \"fast\"", Path::new("x.toml"))
+        // The keys of the old flat layout are named, not ignored.
+        let err = ShimConfig::parse("vcpus = 2", Path::new("x.toml"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("compat"), "{err}");
+        assert!(err.contains("unknown field `vcpus`"), "{err}");
+        let err = ShimConfig::parse("[vm]\ncompat = \"fast\"", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fast"), "{err}");
+        let err = ShimConfig::parse(
+            "[vm]\nshares = [{tag = \"x\", path = \"/etc\"}]",
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("per sandbox"), "{err}");
     }
 
     #[test]

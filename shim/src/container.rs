@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use containerd_shim::api::Status;
 use oci_spec::runtime::Spec;
+use vmrun_sandbox::host_mounts::HostMounts;
+use vmrun_sandbox::Sandbox;
 
 use crate::error::{Result, ShimError};
-use crate::host_mounts::HostMounts;
 use crate::process::Process;
-use crate::sandbox::Sandbox;
 
 /// Annotations that say which pod a container belongs to.
 const CONTAINER_TYPE: [&str; 2] = [
@@ -151,6 +151,7 @@ impl Container {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .cleanup()
+            .map_err(ShimError::from)
     }
 }
 

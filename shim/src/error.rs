@@ -2,6 +2,7 @@
 
 use containerd_shim::protos::ttrpc::{self, Code};
 use vmrun_agent::client::ClientError;
+use vmrun_sandbox::SandboxError;
 
 /// Everything a Task API call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,9 @@ pub enum ShimError {
     /// The guest agent refused or failed a call.
     #[error("guest agent: {0}")]
     Agent(#[from] ClientError),
+    /// The sandbox layer (spec, host mounts, VMM) failed.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
     /// The shim's configuration file is wrong.
     #[error("configuration: {0}")]
     Config(String),
@@ -68,7 +72,22 @@ impl ShimError {
             Self::Unsupported(_) => Code::UNIMPLEMENTED,
             Self::Host { .. } => Code::INTERNAL,
             Self::Vm(_) => Code::UNAVAILABLE,
-            Self::Agent(err) => match err.code() {
+            Self::Sandbox(err) => match err {
+                SandboxError::Spec(_) | SandboxError::Bundle { .. } => Code::INVALID_ARGUMENT,
+                SandboxError::AlreadyExists(_) => Code::ALREADY_EXISTS,
+                SandboxError::Host { .. } => Code::INTERNAL,
+                SandboxError::Busy(_) => Code::FAILED_PRECONDITION,
+                SandboxError::Vm(_) => Code::UNAVAILABLE,
+                SandboxError::Agent(err) => agent_code(err),
+            },
+            Self::Agent(err) => agent_code(err),
+        }
+    }
+}
+
+/// The ttrpc code of a failed agent call: the agent's own where it has one.
+fn agent_code(err: &ClientError) -> Code {
+    match err.code() {
                 Some(tonic::Code::NotFound) => Code::NOT_FOUND,
                 Some(tonic::Code::AlreadyExists) => Code::ALREADY_EXISTS,
                 Some(tonic::Code::InvalidArgument) => Code::INVALID_ARGUMENT,
@@ -77,8 +96,6 @@ impl ShimError {
                 Some(tonic::Code::Unimplemented) => Code::UNIMPLEMENTED,
                 Some(_) => Code::INTERNAL,
                 None => Code::UNAVAILABLE,
-            },
-        }
     }
 }
 

@@ -7,18 +7,13 @@ mod config;
 mod container;
 mod error;
 mod events;
-mod guest_spec;
-mod host_mounts;
 mod metrics;
 mod options;
 mod process;
-mod sandbox;
-mod sandbox_dir;
 mod service;
 mod shim;
 mod stdio;
 mod task_api;
-mod vmm_process;
 
 use containerd_shim::Config;
 

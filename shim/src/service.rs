@@ -17,16 +17,16 @@ use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::ExitSignal;
 use oci_spec::runtime::Spec;
 use vmrun_agent::client::ContainerCreate;
+use vmrun_sandbox::guest_spec;
+use vmrun_sandbox::host_mounts::HostMounts;
+use vmrun_sandbox::{Sandbox, SandboxDir};
 
 use crate::config::ShimConfig;
 use crate::container::{Container, SandboxRole};
 use crate::error::{Result, ShimError};
 use crate::events::{timestamp, Events};
-use crate::guest_spec;
-use crate::host_mounts::HostMounts;
 use crate::metrics;
 use crate::process::{Attach, Exit, Process, ProcessIo};
-use crate::sandbox::Sandbox;
 
 /// A new terminal's size until containerd resizes it.
 const INITIAL_PTY: (u16, u16) = (24, 80);
@@ -122,7 +122,20 @@ impl TaskService {
         mounts: &mut HostMounts,
     ) -> Result<Arc<Container>> {
         let rootfs = bundle.join("rootfs");
-        mounts.mount_rootfs(&req.rootfs, &rootfs).await?;
+        for mount in &req.rootfs {
+            containerd_shim::util::mount_rootfs(mount, &rootfs)
+                .await
+                .map_err(|e| ShimError::Host {
+                    what: format!(
+                        "mount the {} rootfs {} on {}",
+                        mount.type_,
+                        mount.source,
+                        rootfs.display()
+                    ),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+            mounts.record_mount(&rootfs);
+        }
         match SandboxRole::of(&spec)? {
             SandboxRole::Owner => {
                 let sandbox = self.start_sandbox(req).await?;
@@ -155,13 +168,15 @@ impl TaskService {
         if let Some(running) = slot.as_ref() {
             return Err(ShimError::FailedPrecondition(format!(
                 "this shim already runs sandbox {}; container {} is not part of it",
-                running.id(),
+                running.label(),
                 req.id
             )));
         }
         let config_path = crate::options::config_path(req.options.as_ref())?;
         let config = ShimConfig::load(config_path.as_deref())?;
-        let sandbox = Sandbox::start(&config, &self.namespace, &req.id).await?;
+        let dir = SandboxDir::for_pod(&self.namespace, &req.id);
+        let label = format!("{}/{}", self.namespace, req.id);
+        let sandbox = Sandbox::start(&config.sandbox_config(), dir, &label).await?;
         *slot = Some(Arc::clone(&sandbox));
         Ok(sandbox)
     }
@@ -180,7 +195,7 @@ impl TaskService {
         let id = req.id.as_str();
         let guest = guest_spec::for_guest(spec, bundle, id, pod_pid)?;
         let guest_rootfs =
-            sandbox.share_container(id, &bundle.join("rootfs"), &guest.binds, mounts)?;
+            sandbox.share_container(id, &bundle.join("rootfs"), false, &guest.binds, mounts)?;
         let spec_json = serde_json::to_vec(&guest.spec)
             .map_err(|e| ShimError::InvalidArgument(format!("runtime spec: {e}")))?;
         let mut create = ContainerCreate::new(id, spec_json, guest_rootfs);

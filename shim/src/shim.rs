@@ -11,10 +11,10 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{spawn, Config, Error, ExitSignal, Flags, Shim, StartOpts};
 use oci_spec::runtime::Spec;
+use vmrun_sandbox::SandboxDir;
 
 use crate::container::SandboxRole;
 use crate::events::{timestamp, Events};
-use crate::sandbox_dir::SandboxDir;
 use crate::service::TaskService;
 
 /// Exit status containerd reports for a task whose shim died (SIGKILL).
@@ -76,25 +76,12 @@ impl Shim for VmrunShim {
         let sandbox_id = bundle_spec(&self.bundle)
             .map(|spec| SandboxRole::grouping(&spec, &self.id))
             .unwrap_or_else(|| self.id.clone());
-        let dir = SandboxDir::of(&self.namespace, &sandbox_id);
+        let dir = SandboxDir::for_pod(&self.namespace, &sandbox_id);
         let result = if sandbox_id == self.id {
             dir.remove()
         } else {
             // A pod member: only its own part of the pod's share.
-            let shared = dir.shared().join(&self.id);
-            containerd_shim::mount::umount_recursive(
-                Some(&shared.to_string_lossy()),
-                libc::MNT_DETACH,
-            )
-            .map_err(|e| crate::error::ShimError::Vm(e.to_string()))
-            .and_then(|()| {
-                if shared.exists() && !crate::host_mounts::has_mounts_under(&shared)? {
-                    std::fs::remove_dir_all(&shared).map_err(crate::error::ShimError::host(
-                        format!("remove {}", shared.display()),
-                    ))?;
-                }
-                Ok(())
-            })
+            dir.remove_container(&self.id)
         };
         if let Err(e) = result {
             tracing::warn!("cleanup of {}: {e}", self.id);

@@ -6,34 +6,8 @@
 //! On hardware KVM none of this applies, so the profile is off there.
 
 use std::path::Path;
-use std::str::FromStr;
 
-/// What the user asked for with `--compat`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum CompatMode {
-    /// Detect the host's hypervisor and pick the profile.
-    #[default]
-    Auto,
-    /// Never apply a profile.
-    Off,
-    /// Always apply the software-KVM (`kvm_pvm`) profile.
-    Pvm,
-}
-
-impl FromStr for CompatMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "off" => Ok(Self::Off),
-            "pvm" => Ok(Self::Pvm),
-            other => Err(format!(
-                "unknown compat mode {other:?}: expected auto, off or pvm"
-            )),
-        }
-    }
-}
+pub use vm_config::CompatMode;
 
 /// The adjustments a host needs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -6,14 +6,15 @@
 
 pub mod boot;
 pub mod compat;
-pub mod config;
 pub mod console;
 pub mod cpu;
 pub mod devices;
 pub mod memory;
-pub mod oci;
 pub mod snapshot;
 pub mod vm;
+
+/// The VM configuration (its own crate, shared with the host-side layers).
+pub use vm_config as config;
 
 pub use config::VmConfig;
 pub use vm::{Vm, VmError, VmEvent, VmExit};

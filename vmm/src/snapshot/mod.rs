@@ -29,7 +29,6 @@ pub mod state;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -50,10 +49,10 @@ pub const DISK_SLOTS: usize = 2;
 /// unused slots of a restored VM are bound to (read-only).
 const EMPTY_DISK: &str = "empty.img";
 /// The virtio-fs tag of share slot `i` in a snapshot's guest.
-pub use vmrun_agent::share_slot_tag;
+pub use vm_config::guest::share_slot_tag;
 /// Kernel flag of a snapshot's guest: the agent then knows that its
 /// virtio-fs tags are slot tags, and maps the host's share names onto them.
-pub use vmrun_agent::TEMPLATE_FLAG;
+pub use vm_config::guest::TEMPLATE_FLAG;
 /// Where snapshots (and the guest kernel) are cached unless `VMRUN_CACHE`
 /// says otherwise.
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/vmrun";
@@ -65,30 +64,7 @@ pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(900);
 /// agent goes on to wait for its first connection) before it is paused.
 const SETTLE: Duration = Duration::from_secs(2);
 
-/// Whether a VM restores, and from what.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum SnapshotUse {
-    /// The cached snapshot for this configuration, if there is one.
-    #[default]
-    Auto,
-    /// Always boot.
-    Off,
-    /// This snapshot directory; a VM it does not fit is refused.
-    Dir(PathBuf),
-}
-
-impl FromStr for SnapshotUse {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "off" => Ok(Self::Off),
-            "" => Err("expected auto, off or a snapshot directory".into()),
-            dir => Ok(Self::Dir(PathBuf::from(dir))),
-        }
-    }
-}
+pub use vm_config::SnapshotUse;
 
 /// Errors making, reading or fitting a snapshot.
 #[derive(Debug, thiserror::Error)]

@@ -1,27 +1,22 @@
 //! `vmrun run -- CMD`: boot a microVM, run CMD in it through the agent with
 //! the host's stdio, forward signals, exit with CMD's status.
 
-use std::future::Future;
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use nix::sys::signal::Signal;
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{signal, SignalKind};
-use vmm::console::ConsoleEvent;
-use vmm::{Vm, VmEvent};
-use vmrun_agent::client::{
-    dial_sandbox, AgentClient, ClientError, ExecCommand, ExecId, SandboxInit,
-};
+use vmrun_agent::client::{AgentClient, ClientError, ExecCommand, ExecId};
+use vmrun_sandbox::bundle::{self, BundleSpec, RootfsCommand};
+use vmrun_sandbox::host_mounts::HostMounts;
+use vmrun_sandbox::{Sandbox, SandboxConfig, SandboxDir};
 
-use crate::console_tail::ConsoleTail;
-use crate::file_binds::FileBinds;
-use crate::runtime_dir::RuntimeDir;
-use crate::{tty, VmArgs};
-use std::path::PathBuf;
-use vmm::oci::{self, ContainerPlan};
+use crate::{tty, CliError, Result, VmArgs};
 
 /// Exit status when vmrun itself fails (as `docker run` does).
 pub const VMRUN_FAILURE: i32 = 125;
@@ -66,48 +61,61 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The container to run, if this is a container run.
-    fn container_plan(&self) -> Result<Option<ContainerPlan>, String> {
-        let id = format!("vmrun-{}", std::process::id());
-        if let Some(bundle) = &self.bundle {
+    fn container(&self) -> Result<Option<BundleSpec>> {
+        if let Some(dir) = &self.bundle {
             if !self.command.is_empty() || !self.env.is_empty() || self.workdir.is_some() {
-                return Err("--bundle runs what its config.json says: drop CMD, -e and -w".into());
+                return Err(CliError::Usage(
+                    "--bundle runs what its config.json says: drop CMD, -e and -w".into(),
+                ));
             }
-            let mut plan = oci::plan_bundle(bundle, &id).map_err(|e| e.to_string())?;
-            plan.terminal |= self.tty;
-            return Ok(Some(plan));
+            let mut bundle = bundle::load(dir)?;
+            bundle.terminal |= self.tty;
+            return Ok(Some(bundle));
         }
         if let Some(rootfs) = &self.rootfs {
-            let command = oci::RootfsCommand {
+            let command = RootfsCommand {
                 args: &self.command,
                 env: &self.env,
                 cwd: self.workdir.as_deref(),
                 terminal: self.tty,
             };
-            return oci::plan_rootfs(rootfs, &id, &command)
-                .map(Some)
-                .map_err(|e| e.to_string());
+            return Ok(Some(bundle::from_rootfs(rootfs, &command)?));
         }
         Ok(None)
+    }
+
+    /// The sandbox this run's VM is.
+    fn sandbox_config(&self, container: bool) -> Result<SandboxConfig> {
+        let vmm_binary = std::env::current_exe().map_err(CliError::host("find the vmrun binary"))?;
+        Ok(SandboxConfig {
+            boot_timeout: Duration::from_secs(self.boot_timeout),
+            share: container,
+            echo_console: self.console,
+            ..SandboxConfig::new(self.vm.config(), vmm_binary)
+        })
     }
 }
 
 /// Runs the command; returns the exit status vmrun should end with.
-pub fn run(args: RunArgs) -> Result<i32, String> {
+pub fn run(args: RunArgs) -> Result<i32> {
     if args.command.is_empty() && args.bundle.is_none() {
-        return Err("nothing to run: give a command after `--`, or --bundle DIR".into());
+        return Err(CliError::Usage(
+            "nothing to run: give a command after `--`, or --bundle DIR".into(),
+        ));
     }
     for var in &args.env {
         if !var.contains('=') || var.starts_with('=') {
-            return Err(format!("-e {var:?}: expected KEY=VALUE"));
+            return Err(CliError::Usage(format!("-e {var:?}: expected KEY=VALUE")));
         }
     }
-    let container = args.container_plan()?;
+    let container = args.container()?;
+    let config = args.sandbox_config(container.is_some())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let result = runtime.block_on(run_in_vm(&args, container.as_ref()));
+        .map_err(CliError::host("cannot start the async runtime"))?;
+    let result = runtime.block_on(run_in_vm(&args, &config, container.as_ref()));
     // A blocking read of the host's stdin may still be pending: do not wait for it.
     runtime.shutdown_background();
     result
@@ -136,46 +144,37 @@ impl std::fmt::Display for Timings {
     }
 }
 
-async fn run_in_vm(args: &RunArgs, container: Option<&ContainerPlan>) -> Result<i32, String> {
+async fn run_in_vm(
+    args: &RunArgs,
+    config: &SandboxConfig,
+    container: Option<&BundleSpec>,
+) -> Result<i32> {
     let started = Instant::now();
     let mut timings = Timings::default();
     // From here on SIGINT/SIGTERM/SIGHUP no longer kill vmrun outright: a
     // VM left running, or its runtime directory, would outlive us.
     let mut signals = TerminationSignals::listen()?;
-    let dir = RuntimeDir::create(&crate::vm_name())?;
-    let mut config = args.vm.config(dir.vsock_socket());
-    // Dropped before `dir`, whose removal needs the files unmounted.
-    let _file_binds = match container {
-        Some(plan) => {
-            config.shares.extend(plan.shares(&dir.files_dir()));
-            Some(FileBinds::bind(&dir.files_dir(), &plan.files).map_err(|e| e.to_string())?)
-        }
-        None => None,
+    let offset = started.elapsed();
+    // Dropping the start (on a signal) stops the VM and removes its directory.
+    let sandbox = tokio::select! {
+        sandbox = Sandbox::start(config, SandboxDir::for_this_process(), "vmrun run") => sandbox?,
+        signal = signals.next() => return Err(CliError::Interrupted(signal.as_str())),
     };
-    let console = ConsoleTail::new(args.console);
-    let mut vm = Vm::start(&config, console.clone()).map_err(|e| e.to_string())?;
-    timings.vm_started = Some(started.elapsed());
-    let init = SandboxInit {
-        share_tags: config.shares.iter().map(|s| s.tag.clone()).collect(),
-        hostname: String::new(),
+    let times = sandbox.start_times();
+    timings.vm_started = Some(offset + times.vmm_spawned);
+    timings.agent_ready = Some(offset + times.agent_ready);
+    let mut mounts = HostMounts::default();
+    let result = tokio::select! {
+        result = session(args, container, &sandbox, &mut mounts, started, &mut timings, &mut signals) => result,
+        reason = sandbox.stopped() => Err(CliError::Guest(format!(
+            "guest stopped before the command finished: {reason}"
+        ))),
     };
-    let result = supervise(
-        &vm,
-        &console,
-        session(
-            args,
-            container,
-            &dir,
-            &init,
-            &console,
-            started,
-            &mut timings,
-            &mut signals,
-        ),
-    )
-    .await;
     timings.command_exited.get_or_insert(started.elapsed());
-    vm.stop();
+    if let Err(e) = mounts.cleanup() {
+        tracing::warn!("{e}");
+    }
+    sandbox.stop().await;
     timings.vm_stopped = Some(started.elapsed());
     if args.timings {
         eprintln!("{timings}");
@@ -183,118 +182,55 @@ async fn run_in_vm(args: &RunArgs, container: Option<&ContainerPlan>) -> Result<
     result
 }
 
-/// Drives `work` while watching the VM: if the guest stops first, that is
-/// the error, with the end of the guest console.
-async fn supervise(
-    vm: &Vm,
-    console: &ConsoleTail,
-    work: impl Future<Output = Result<i32, String>>,
-) -> Result<i32, String> {
-    tokio::pin!(work);
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let mut panic = None;
-    loop {
-        tokio::select! {
-            result = &mut work => return result,
-            _ = tick.tick() => {
-                while let Some(event) = vm.try_event() {
-                    match event {
-                        VmEvent::Console(ConsoleEvent::KernelPanic(line))
-                        | VmEvent::Console(ConsoleEvent::AgentFatal(line)) => {
-                            panic.get_or_insert(line);
-                        }
-                        VmEvent::Console(ConsoleEvent::AgentReady) => {}
-                        VmEvent::Exited(exit) => {
-                            let why = panic.take().unwrap_or_else(|| exit.to_string());
-                            return Err(format!(
-                                "guest stopped before the command finished: {why}\n\
-                                 --- end of guest console ---\n{}",
-                                console.contents()
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn client_error(what: &str, err: ClientError) -> String {
-    format!("{what}: {err}")
-}
-
-/// Connects to the agent, runs the command with our stdio, returns its status.
-#[allow(clippy::too_many_arguments)]
+/// Runs the command (or container) in the sandbox with our stdio; returns
+/// its status.
 async fn session(
     args: &RunArgs,
-    container: Option<&ContainerPlan>,
-    dir: &RuntimeDir,
-    init: &SandboxInit,
-    console: &ConsoleTail,
+    container: Option<&BundleSpec>,
+    sandbox: &Arc<Sandbox>,
+    mounts: &mut HostMounts,
     started: Instant,
     timings: &mut Timings,
     signals: &mut TerminationSignals,
-) -> Result<i32, String> {
+) -> Result<i32> {
+    let agent = sandbox.agent();
     // Until the command runs, a termination signal stops everything; after
     // that it is forwarded to the command.
-    let (agent, launched) = tokio::select! {
-        launched = launch(args, container, dir, init, console, started, timings) => match launched? {
+    let launched = tokio::select! {
+        launched = launch(args, container, sandbox, mounts) => match launched? {
             Ok(launched) => launched,
             Err(status) => return Ok(status),
         },
-        signal = signals.next() => {
-            return Err(format!(
-                "{} before the command started: stopping the microVM",
-                signal.as_str()
-            ));
-        }
+        signal = signals.next() => return Err(CliError::Interrupted(signal.as_str())),
     };
-    let status = attach_and_wait(&agent, &launched, timings, started, signals).await;
-    if let Some(plan) = container {
-        crate::container::finish(&agent, plan).await;
+    let status = attach_and_wait(agent, &launched, timings, started, signals).await;
+    if let Some(id) = &launched.container {
+        crate::container::finish(agent, id).await;
     }
     status
 }
 
-/// Waits for the agent and launches the command or container in the guest;
-/// `Ok(Err(status))` when the command cannot start (see [`exec_command`]).
+/// Launches the command or container in the guest; `Ok(Err(status))` when
+/// the command cannot start (see [`exec_command`]).
 async fn launch(
     args: &RunArgs,
-    container: Option<&ContainerPlan>,
-    dir: &RuntimeDir,
-    init: &SandboxInit,
-    console: &ConsoleTail,
-    started: Instant,
-    timings: &mut Timings,
-) -> Result<Result<(AgentClient, Launched), i32>, String> {
-    let deadline = Instant::now() + Duration::from_secs(args.boot_timeout);
-    let agent = dial_sandbox(
-        dir.vsock_socket(),
-        vmrun_agent::AGENT_VSOCK_PORT,
-        deadline,
-        init,
-    )
-    .await
-    .map_err(|e| {
-        // Like a guest that died: say where it got to.
-        format!(
-            "the guest agent did not answer: {e}\n--- end of guest console ---\n{}",
-            console.contents()
-        )
-    })?;
-    timings.agent_ready = Some(started.elapsed());
-    let launched = match container {
-        Some(plan) => crate::container::create(&agent, plan, &dir.files_dir()).await?,
-        None => match exec_command(args, &agent).await? {
-            Ok(launched) => launched,
-            Err(status) => return Ok(Err(status)),
-        },
-    };
-    Ok(Ok((agent, launched)))
+    container: Option<&BundleSpec>,
+    sandbox: &Sandbox,
+    mounts: &mut HostMounts,
+) -> Result<Result<Launched, i32>> {
+    match container {
+        Some(bundle) => {
+            let id = format!("vmrun-{}", std::process::id());
+            crate::container::create(sandbox, &id, bundle, mounts)
+                .await
+                .map(Ok)
+        }
+        None => exec_command(args, sandbox.agent()).await,
+    }
 }
 
-fn listen(kind: SignalKind) -> Result<tokio::signal::unix::Signal, String> {
-    signal(kind).map_err(|e| format!("cannot handle signals: {e}"))
+fn listen(kind: SignalKind) -> Result<tokio::signal::unix::Signal> {
+    signal(kind).map_err(CliError::host("cannot handle signals"))
 }
 
 /// SIGINT, SIGTERM and SIGHUP, caught from [`listen`](Self::listen) on
@@ -307,7 +243,7 @@ struct TerminationSignals {
 }
 
 impl TerminationSignals {
-    fn listen() -> Result<Self, String> {
+    fn listen() -> Result<Self> {
         Ok(Self {
             sigint: listen(SignalKind::interrupt())?,
             sigterm: listen(SignalKind::terminate())?,
@@ -335,10 +271,7 @@ pub struct Launched {
 
 /// Starts the plain command; `Err(status)` when it cannot start the way a
 /// shell reports it (127 not found, 126 not executable).
-async fn exec_command(
-    args: &RunArgs,
-    agent: &AgentClient,
-) -> Result<Result<Launched, i32>, String> {
+async fn exec_command(args: &RunArgs, agent: &AgentClient) -> Result<Result<Launched, i32>> {
     let mut command = ExecCommand::new(args.command.iter().cloned());
     for var in &args.env {
         command = command.env(var.clone());
@@ -360,7 +293,7 @@ async fn exec_command(
             let status = match err.code() {
                 Some(tonic::Code::NotFound) => 127,
                 Some(tonic::Code::PermissionDenied) => 126,
-                _ => return Err(client_error("cannot start the command", err)),
+                _ => return Err(CliError::agent("cannot start the command")(err)),
             };
             eprintln!("vmrun: {}: {err}", args.command[0]);
             Ok(Err(status))
@@ -381,11 +314,14 @@ async fn attach_and_wait(
     timings: &mut Timings,
     started: Instant,
     signals: &mut TerminationSignals,
-) -> Result<i32, String> {
+) -> Result<i32> {
     let id = &launched.exec_id;
     let stdin = std::io::stdin();
     let raw = if launched.terminal && stdin.is_terminal() {
-        Some(tty::RawMode::enable(stdin.as_fd()).map_err(|e| format!("cannot set raw mode: {e}"))?)
+        Some(
+            tty::RawMode::enable(stdin.as_fd())
+                .map_err(|e| CliError::host("cannot set raw mode")(e.into()))?,
+        )
     } else {
         None
     };
@@ -409,7 +345,7 @@ async fn attach_and_wait(
         agent
             .start_container(container)
             .await
-            .map_err(|e| client_error("cannot start the container", e))?;
+            .map_err(CliError::agent("cannot start the container"))?;
     }
 
     let exit = wait_forwarding_signals(agent, id, launched.terminal, signals).await;
@@ -427,7 +363,7 @@ async fn attach_and_wait(
     Ok(exit?.shell_exit_code())
 }
 
-type OutputTask = tokio::task::JoinHandle<Result<u64, String>>;
+type OutputTask = tokio::task::JoinHandle<Result<u64>>;
 
 fn spawn_output<W>(
     stream: Result<vmrun_agent::client::OutputStream, ClientError>,
@@ -437,12 +373,12 @@ where
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
-        let stream = stream.map_err(|e| client_error("cannot attach output", e))?;
+        let stream = stream.map_err(CliError::agent("cannot attach output"))?;
         let copied = stream
             .copy_to(&mut sink)
             .await
-            .map_err(|e| client_error("output", e))?;
-        sink.flush().await.map_err(|e| format!("flush: {e}"))?;
+            .map_err(CliError::agent("output"))?;
+        sink.flush().await.map_err(CliError::host("flush"))?;
         Ok(copied)
     })
 }
@@ -454,13 +390,13 @@ async fn wait_forwarding_signals(
     id: &ExecId,
     tty_mode: bool,
     signals: &mut TerminationSignals,
-) -> Result<vmrun_agent::client::ProcessExit, String> {
+) -> Result<vmrun_agent::client::ProcessExit> {
     let mut winch = listen(SignalKind::window_change())?;
     let wait = agent.wait(id);
     tokio::pin!(wait);
     loop {
         let forward = tokio::select! {
-            exit = &mut wait => return exit.map_err(|e| client_error("waiting for the command", e)),
+            exit = &mut wait => return exit.map_err(CliError::agent("waiting for the command")),
             signal = signals.next() => signal as i32,
             _ = winch.recv() => {
                 if tty_mode {

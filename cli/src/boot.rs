@@ -1,14 +1,16 @@
-//! `vmrun boot`: boot a microVM, stream its console, report how far it got.
+//! `vmrun boot`: boot (or restore) a microVM, stream its console, report how
+//! far it got. With `--config FILE` this is the VMM process of a sandbox.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use vm_config::VmConfig;
 use vmm::console::ConsoleEvent;
 use vmm::{Vm, VmEvent, VmExit};
+use vmrun_sandbox::SandboxDir;
 
-use crate::runtime_dir::RuntimeDir;
-use crate::VmArgs;
+use crate::{CliError, Result, VmArgs};
 
 /// Kernel flag asking the agent to power off once ready.
 const EXIT_WHEN_READY_FLAG: &str = "vmrun.exit_when_ready";
@@ -17,6 +19,10 @@ const EXIT_WHEN_READY_FLAG: &str = "vmrun.exit_when_ready";
 pub struct BootArgs {
     #[command(flatten)]
     vm: VmArgs,
+    /// Build the VM from this JSON file (a `VmConfig`, as the sandbox layer
+    /// writes it) instead of the VM flags.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["VmArgs", "vsock"])]
+    config: Option<PathBuf>,
     /// Shut the guest down as soon as the agent is ready, and exit 0 if it
     /// got there.
     #[arg(long)]
@@ -33,58 +39,84 @@ pub struct BootArgs {
 }
 
 /// Where a booted VM's sockets live: a private runtime directory removed
-/// at exit, or the path the caller chose.
+/// at exit, or the path the caller chose (or its configuration names).
 enum VsockPlace {
-    Private(RuntimeDir),
+    Private(SandboxDir),
     Given(PathBuf),
 }
 
 impl VsockPlace {
-    fn new(args: &BootArgs) -> Result<Self, String> {
-        match &args.vsock {
-            Some(path) => Ok(Self::Given(path.clone())),
-            None => RuntimeDir::create(&crate::vm_name()).map(Self::Private),
+    fn new(args: &BootArgs, config: &VmConfig) -> Result<Self> {
+        if let Some(path) = args.vsock.clone().or(config.vsock_uds.clone()) {
+            return Ok(Self::Given(path));
         }
+        let dir = SandboxDir::for_this_process();
+        dir.create("vmrun boot")?;
+        Ok(Self::Private(dir))
     }
 
     fn socket(&self) -> PathBuf {
         match self {
-            Self::Private(dir) => dir.vsock_socket(),
+            Self::Private(dir) => dir.vsock(),
             Self::Given(path) => path.clone(),
         }
     }
 }
 
+impl Drop for VsockPlace {
+    fn drop(&mut self) {
+        if let Self::Private(dir) = self {
+            if let Err(e) = dir.remove() {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}
+
 impl BootArgs {
-    fn config(&self, vsock: &VsockPlace) -> vmm::VmConfig {
-        let mut config = self.vm.config(vsock.socket());
+    /// The VM: from `--config`, or from the flags.
+    fn base_config(&self) -> Result<VmConfig> {
+        let Some(path) = &self.config else {
+            return Ok(self.vm.config());
+        };
+        let bad = |problem: String| CliError::Config {
+            path: path.clone(),
+            problem,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
+    }
+
+    fn config(&self) -> Result<(VmConfig, VsockPlace)> {
+        let mut config = self.base_config()?;
+        let vsock = VsockPlace::new(self, &config)?;
+        config.vsock_uds = Some(vsock.socket());
         if self.exit_when_ready {
             config.extra_cmdline.push(EXIT_WHEN_READY_FLAG.to_string());
         }
-        config
+        Ok((config, vsock))
     }
 }
 
 /// `vmrun cmdline`.
-pub fn print_cmdline(args: &BootArgs) -> Result<(), String> {
-    let vsock = VsockPlace::new(args)?;
-    let cmdline = vmm::vm::kernel_cmdline(&args.config(&vsock)).map_err(|e| e.to_string())?;
+pub fn print_cmdline(args: &BootArgs) -> Result<()> {
+    let (config, _vsock) = args.config()?;
+    let cmdline = vmm::vm::kernel_cmdline(&config)?;
     println!("{cmdline}");
     Ok(())
 }
 
 /// `vmrun boot`.
-pub fn boot(args: BootArgs) -> Result<(), String> {
+pub fn boot(args: BootArgs) -> Result<()> {
     let started = Instant::now();
-    let vsock = VsockPlace::new(&args)?;
-    let config = args.config(&vsock);
+    let (config, _vsock) = args.config()?;
     let timeout = args
         .timeout
         .or(args.exit_when_ready.then_some(600))
         .map(Duration::from_secs);
     let deadline = timeout.map(|t| started + t);
 
-    let mut vm = Vm::start(&config, std::io::stdout()).map_err(|e| e.to_string())?;
+    let mut vm = Vm::start(&config, std::io::stdout())?;
     tracing::debug!(cmdline = vm.cmdline(), "guest started");
     if vm.restored() {
         // No boot, so no ready line: the agent serves already.
@@ -99,7 +131,7 @@ pub fn boot(args: BootArgs) -> Result<(), String> {
     let exit = loop {
         match vm.next_event(deadline) {
             None => {
-                break Err(format!(
+                break Err(CliError::Guest(format!(
                     "timed out after {} s{}",
                     timeout.map_or(0, |t| t.as_secs()),
                     if ready.is_none() {
@@ -107,7 +139,7 @@ pub fn boot(args: BootArgs) -> Result<(), String> {
                     } else {
                         ""
                     }
-                ))
+                )))
             }
             Some(VmEvent::Console(ConsoleEvent::AgentReady)) if ready.is_none() => {
                 let at = started.elapsed();
@@ -128,13 +160,15 @@ pub fn boot(args: BootArgs) -> Result<(), String> {
     let elapsed = started.elapsed().as_secs_f64();
     let exit = exit?;
     if let Some(failure) = failure {
-        return Err(failure);
+        return Err(CliError::Guest(failure));
     }
     if exit != VmExit::Reset {
-        return Err(format!("guest stopped: {exit}"));
+        return Err(CliError::Guest(format!("guest stopped: {exit}")));
     }
     if args.exit_when_ready && ready.is_none() {
-        return Err("guest shut down before the agent was ready".to_string());
+        return Err(CliError::Guest(
+            "guest shut down before the agent was ready".to_string(),
+        ));
     }
     eprintln!("vmrun: guest shut down after {elapsed:.2} s");
     Ok(())

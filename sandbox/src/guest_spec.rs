@@ -7,12 +7,8 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespace, Mount, MountBuilder, Spec};
 
-use vmm::oci::{is_bind, is_read_only};
-
-use crate::error::{Result, ShimError};
-
-/// Where the agent mounts the sandbox's share in the guest.
-pub const GUEST_SHARED_DIR: &str = "/run/vmrun/shared";
+use crate::error::{Result, SandboxError};
+use crate::layout::guest_bind_source;
 /// Size of the tmpfs that replaces a host /dev/shm bind mount.
 const SHM_SIZE: &str = "size=65536k";
 
@@ -31,9 +27,21 @@ pub struct GuestSpec {
     pub binds: Vec<ShareBind>,
 }
 
-/// Guest path of a container's directory in the share.
-pub fn guest_container_dir(container_id: &str) -> String {
-    format!("{GUEST_SHARED_DIR}/{container_id}")
+/// Whether `mount` is a bind mount (type "bind", or a bind/rbind option).
+pub fn is_bind(mount: &Mount) -> bool {
+    mount.typ().as_deref() == Some("bind")
+        || mount
+            .options()
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"))
+}
+
+/// Whether `mount` asks to be read-only ("ro" option).
+pub fn is_read_only(mount: &Mount) -> bool {
+    mount
+        .options()
+        .as_ref()
+        .is_some_and(|o| o.iter().any(|o| o == "ro"))
 }
 
 /// A tmpfs /dev/shm: the host's shm of the pod cannot be shared into the
@@ -49,7 +57,7 @@ fn guest_shm() -> Result<Mount> {
                 .to_vec(),
         )
         .build()
-        .map_err(|e| ShimError::InvalidArgument(format!("shm mount: {e}")))
+        .map_err(|e| SandboxError::Spec(format!("shm mount: {e}")))
 }
 
 /// `/proc/<pid>/ns/<kind>` → `<kind>`, for namespaces a host pid names.
@@ -88,7 +96,7 @@ pub fn for_guest(
                 continue;
             }
             let source = mount.source().clone().ok_or_else(|| {
-                ShimError::InvalidArgument(format!(
+                SandboxError::Spec(format!(
                     "mount {}: a bind mount needs a source",
                     mount.destination().display()
                 ))
@@ -100,9 +108,9 @@ pub fn for_guest(
             };
             let name = binds.len().to_string();
             let read_only = is_read_only(&mount);
-            mount.set_source(Some(PathBuf::from(format!(
-                "{}/mounts/{name}",
-                guest_container_dir(container_id)
+            mount.set_source(Some(PathBuf::from(guest_bind_source(
+                container_id,
+                &name,
             ))));
             binds.push(ShareBind {
                 source,
@@ -155,7 +163,7 @@ pub fn for_guest(
 /// An exec's OCI `process` (JSON, from containerd) for the guest: the
 /// same process without host LSM labels, with `terminal` as asked.
 pub fn exec_process(process_json: &[u8], terminal: bool) -> Result<Vec<u8>> {
-    let bad = |e: String| ShimError::InvalidArgument(format!("exec process spec: {e}"));
+    let bad = |e: String| SandboxError::Spec(format!("exec process spec: {e}"));
     let mut process: serde_json::Value =
         serde_json::from_slice(process_json).map_err(|e| bad(e.to_string()))?;
     let fields = process

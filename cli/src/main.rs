@@ -1,11 +1,16 @@
 //! `vmrun`: boot a microVM on KVM and run things in it.
+//!
+//! This crate owns the command line: parsing flags into a
+//! [`vm_config::VmConfig`] (`boot`, `snapshot`), and `vmrun run`'s session
+//! with the user's terminal, signals and exit status. It is also the VMM
+//! process the sandbox layer starts (`vmrun boot --config FILE`). It must not
+//! grow its own copy of what `vmrun_sandbox` does (spec rewriting, host
+//! mounts, runtime directories, VMM supervision) or of the VMM.
 
 mod boot;
-mod console_tail;
 mod container;
-mod file_binds;
+mod error;
 mod run;
-mod runtime_dir;
 mod snapshot;
 mod tty;
 
@@ -13,10 +18,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use vmm::compat::CompatMode;
-use vmm::config::{Disk, SharedDir};
-use vmm::snapshot::SnapshotUse;
-use vmm::VmConfig;
+use vm_config::{CompatMode, Disk, SharedDir, SnapshotUse, VmConfig};
+
+pub use error::{CliError, Result};
 
 #[derive(Parser)]
 #[command(name = "vmrun", version, about = "microVM-isolated containers on KVM")]
@@ -110,8 +114,8 @@ impl VmArgs {
         self.shares.is_empty() && self.disks.is_empty()
     }
 
-    /// The VM configuration, with the agent's vsock at `vsock`.
-    pub fn config(&self, vsock: PathBuf) -> VmConfig {
+    /// The VM configuration these flags describe (no vsock yet).
+    pub fn config(&self) -> VmConfig {
         let defaults = VmConfig::default();
         VmConfig {
             kernel: self.kernel.clone().unwrap_or(defaults.kernel),
@@ -124,19 +128,12 @@ impl VmArgs {
                 .flat_map(|w| w.split_whitespace().map(str::to_string))
                 .collect(),
             compat: self.compat,
-            timeout: None,
-            vsock_uds: Some(vsock),
             shares: self.shares.clone(),
             disks: self.disks.clone(),
             snapshot: self.snapshot.clone(),
-            template: false,
+            ..defaults
         }
     }
-}
-
-/// The name of this process's VM, for its runtime directory.
-pub fn vm_name() -> String {
-    format!("vm-{}", std::process::id())
 }
 
 fn main() -> ExitCode {

@@ -1,15 +1,15 @@
-//! Host-side mounts of one container: its root file system (from
-//! containerd's snapshotter mounts) and the bind mounts that put it and its
-//! volumes into the sandbox's shared directory. Everything made here is
+//! Host-side mounts of one container: the bind mounts that put its root
+//! file system and its bind sources into the sandbox's shared directory
+//! (and, recorded, the rootfs mount the shim makes from containerd's
+//! snapshot). Everything made here is
 //! recorded and undone in reverse order, so a failure halfway or a Delete
 //! leaves nothing behind.
 
 use std::path::{Path, PathBuf};
 
-use containerd_shim::protos::types::mount::Mount;
 use nix::mount::{MntFlags, MsFlags};
 
-use crate::error::{Result, ShimError};
+use crate::error::{Result, SandboxError};
 
 /// What was made at one path.
 #[derive(Debug)]
@@ -33,32 +33,19 @@ pub struct HostMounts {
 }
 
 impl HostMounts {
-    /// Mounts containerd's rootfs mounts (usually one overlay) on `target`.
-    pub async fn mount_rootfs(&mut self, mounts: &[Mount], target: &Path) -> Result<()> {
-        for mount in mounts {
-            containerd_shim::util::mount_rootfs(mount, target)
-                .await
-                .map_err(|e| ShimError::Host {
-                    what: format!(
-                        "mount the {} rootfs {} on {}",
-                        mount.type_,
-                        mount.source,
-                        target.display()
-                    ),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
-            self.made.push(Made {
-                path: target.to_path_buf(),
-                created: None,
-                mounted: true,
-            });
-        }
-        Ok(())
+    /// Records a mount the caller made on `target` (the shim's rootfs from
+    /// containerd's snapshotter), so that it is undone with the rest.
+    pub fn record_mount(&mut self, target: &Path) {
+        self.made.push(Made {
+            path: target.to_path_buf(),
+            created: None,
+            mounted: true,
+        });
     }
 
     /// Creates the directory `path` (and records it for removal).
     pub fn create_dir(&mut self, path: &Path) -> Result<()> {
-        std::fs::create_dir(path).map_err(ShimError::host(format!("create {}", path.display())))?;
+        std::fs::create_dir(path).map_err(SandboxError::host(format!("create {}", path.display())))?;
         self.made.push(Made {
             path: path.to_path_buf(),
             created: Some(Created::Dir),
@@ -70,16 +57,23 @@ impl HostMounts {
     /// Bind-mounts `source` (a file or a directory) on a new `target` of the
     /// same kind, read-only if asked.
     pub fn bind(&mut self, source: &Path, target: &Path, read_only: bool) -> Result<()> {
-        let meta = std::fs::metadata(source).map_err(ShimError::host(format!(
+        let meta = std::fs::metadata(source).map_err(SandboxError::host(format!(
             "bind mount source {}",
             source.display()
         )))?;
+        // Directories and regular files only: a device node or a socket
+        // shared over virtio-fs would be opened by the VMM on the host.
         let created = if meta.is_dir() {
             std::fs::create_dir(target).map(|()| Created::Dir)
-        } else {
+        } else if meta.is_file() {
             std::fs::File::create(target).map(|_| Created::File)
+        } else {
+            return Err(SandboxError::Spec(format!(
+                "bind source {} must be a directory or a regular file",
+                source.display()
+            )));
         }
-        .map_err(ShimError::host(format!("create {}", target.display())))?;
+        .map_err(SandboxError::host(format!("create {}", target.display())))?;
         self.made.push(Made {
             path: target.to_path_buf(),
             created: Some(created),
@@ -87,7 +81,7 @@ impl HostMounts {
         });
         let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
         nix::mount::mount(Some(source), target, None::<&str>, flags, None::<&str>).map_err(
-            ShimError::sys(format!(
+            SandboxError::sys(format!(
                 "bind mount {} on {}",
                 source.display(),
                 target.display()
@@ -99,7 +93,7 @@ impl HostMounts {
         if read_only {
             let flags = flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
             nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(
-                ShimError::sys(format!("make {} read-only", target.display())),
+                SandboxError::sys(format!("make {} read-only", target.display())),
             )?;
         }
         Ok(())
@@ -114,7 +108,7 @@ impl HostMounts {
                 match nix::mount::umount2(&made.path, MntFlags::MNT_DETACH) {
                     Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
                     Err(e) => {
-                        let err = ShimError::sys(format!("unmount {}", made.path.display()))(e);
+                        let err = SandboxError::sys(format!("unmount {}", made.path.display()))(e);
                         tracing::warn!("{err}");
                         first_error.get_or_insert(err);
                         // Never remove what may still be a mount of host files.
@@ -129,7 +123,7 @@ impl HostMounts {
             };
             if let Err(e) = removed {
                 if e.kind() != std::io::ErrorKind::NotFound {
-                    let err = ShimError::host(format!("remove {}", made.path.display()))(e);
+                    let err = SandboxError::host(format!("remove {}", made.path.display()))(e);
                     tracing::warn!("{err}");
                     first_error.get_or_insert(err);
                 }
@@ -139,57 +133,10 @@ impl HostMounts {
     }
 }
 
-/// Whether anything is mounted at or below `dir`.
-pub fn has_mounts_under(dir: &Path) -> Result<bool> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(ShimError::host("read /proc/self/mountinfo"))?;
-    let found = mount_points(&mountinfo).any(|point| Path::new(&point).starts_with(dir));
-    Ok(found)
-}
-
-/// The mount points listed in a mountinfo text (field 5, octal escapes
-/// undone).
-fn mount_points(mountinfo: &str) -> impl Iterator<Item = String> + '_ {
-    mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(unescape_octal)
-}
-
-fn unescape_octal(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = bytes.get(i + 1..i + 4).and_then(|digits| {
-            let text = std::str::from_utf8(digits).ok()?;
-            u8::from_str_radix(text, 8).ok()
-        });
-        match (bytes[i], escaped) {
-            (b'\\', Some(byte)) => {
-                out.push(byte);
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mount_points_are_read_and_unescaped() {
-        let text = "36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw\n\
-                    37 35 0:5 / /run/vmrun/ns/sb rw - tmpfs tmpfs rw\n";
-        let points: Vec<String> = mount_points(text).collect();
-        assert_eq!(points, vec!["/mnt/with space", "/run/vmrun/ns/sb"]);
-    }
+    use crate::mountinfo::has_mounts_under;
 
     #[test]
     fn binds_and_dirs_are_undone_in_reverse() {
@@ -226,6 +173,17 @@ mod tests {
             "the bind source is untouched"
         );
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_device_node_is_never_shared() {
+        let mut mounts = HostMounts::default();
+        let err = mounts
+            .bind(Path::new("/dev/null"), Path::new("/tmp/vmrun-never-made"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/dev/null") && err.contains("regular file"), "{err}");
+        assert!(!Path::new("/tmp/vmrun-never-made").exists());
     }
 
     #[test]

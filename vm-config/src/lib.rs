@@ -1,16 +1,24 @@
-//! What a VM is made of, as plain data with defaults.
+//! What a microVM is made of, as plain data with one set of defaults.
+//!
+//! This crate owns the VM's configuration types, their defaults and the checks
+//! that need no host to judge. It is what a launcher hands the VMM process
+//! (`vmrun boot --config FILE`, JSON) and what the shim's config file embeds
+//! (TOML). It must not depend on KVM, devices or anything host-specific, so
+//! that the shim and the CLI can use it without compiling the VMM.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::str::FromStr;
 
-use crate::compat::CompatMode;
-use crate::snapshot::SnapshotUse;
+use serde::{Deserialize, Serialize};
+
+pub mod guest;
 
 /// Where the set-up installs the guest kernel and initramfs.
 pub const DEFAULT_SHARE_DIR: &str = "/usr/local/share/vmrun";
 
 /// Configuration of one microVM.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct VmConfig {
     /// Uncompressed ELF `vmlinux` (PVH entry preferred) or a bzImage.
     pub kernel: PathBuf,
@@ -24,8 +32,6 @@ pub struct VmConfig {
     pub extra_cmdline: Vec<String>,
     /// Host compatibility profile selection.
     pub compat: CompatMode,
-    /// Give up and stop the VM after this long, if set.
-    pub timeout: Option<Duration>,
     /// Host directories shared with the guest over virtio-fs.
     pub shares: Vec<SharedDir>,
     /// Raw disk images given to the guest as virtio-blk devices (/dev/vda, ...).
@@ -41,22 +47,25 @@ pub struct VmConfig {
 }
 
 /// A host directory the guest mounts with `mount -t virtiofs <tag> <dir>`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SharedDir {
     pub tag: String,
     pub path: PathBuf,
+    #[serde(default)]
     pub read_only: bool,
 }
 
 /// A raw disk image.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Disk {
     pub path: PathBuf,
+    #[serde(default)]
     pub read_only: bool,
 }
 
-/// The guest's vsock context id (2 is the host).
-pub const GUEST_CID: u64 = 3;
+pub use guest::GUEST_CID;
 
 /// Upper bound on vCPUs: the MP table and CPUID topology are built for this.
 pub const MAX_VCPUS: u8 = 16;
@@ -70,7 +79,6 @@ impl Default for VmConfig {
             memory_mib: 256,
             extra_cmdline: Vec::new(),
             compat: CompatMode::Auto,
-            timeout: None,
             vsock_uds: None,
             shares: Vec::new(),
             disks: Vec::new(),
@@ -79,6 +87,81 @@ impl Default for VmConfig {
         }
     }
 }
+
+/// What the user asked for with `--compat` (the profile itself is the
+/// VMM's business: `vmm::compat`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompatMode {
+    /// Detect the host's hypervisor and pick the profile.
+    #[default]
+    Auto,
+    /// Never apply a profile.
+    Off,
+    /// Always apply the software-KVM (`kvm_pvm`) profile.
+    Pvm,
+}
+
+impl FromStr for CompatMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "off" => Ok(Self::Off),
+            "pvm" => Ok(Self::Pvm),
+            other => Err(format!(
+                "unknown compat mode {other:?}: expected auto, off or pvm"
+            )),
+        }
+    }
+}
+
+/// Whether a VM restores, and from what. Written as a string: `"auto"`,
+/// `"off"` or a snapshot directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum SnapshotUse {
+    /// The cached snapshot for this configuration, if there is one.
+    #[default]
+    Auto,
+    /// Always boot.
+    Off,
+    /// This snapshot directory; a VM it does not fit is refused.
+    Dir(PathBuf),
+}
+
+impl FromStr for SnapshotUse {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "off" => Ok(Self::Off),
+            "" => Err("expected auto, off or a snapshot directory".into()),
+            dir => Ok(Self::Dir(PathBuf::from(dir))),
+        }
+    }
+}
+
+impl TryFrom<String> for SnapshotUse {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl From<SnapshotUse> for String {
+    fn from(value: SnapshotUse) -> Self {
+        match value {
+            SnapshotUse::Auto => "auto".into(),
+            SnapshotUse::Off => "off".into(),
+            SnapshotUse::Dir(dir) => dir.to_string_lossy().into_owned(),
+        }
+    }
+}
+
 
 /// A configuration value that cannot work.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -174,5 +257,36 @@ mod tests {
             cfg.validate(),
             Err(ConfigError::TooManyDevices(_))
         ));
+    }
+
+    #[test]
+    fn round_trips_as_json_and_names_unknown_keys() {
+        let config = VmConfig {
+            vcpus: 1,
+            shares: vec![SharedDir {
+                tag: "sandbox".into(),
+                path: PathBuf::from("/run/vmrun/sb/x/shared"),
+                read_only: false,
+            }],
+            snapshot: SnapshotUse::Dir(PathBuf::from("/var/cache/snap")),
+            compat: CompatMode::Pvm,
+            ..VmConfig::default()
+        };
+        let json = serde_json::to_string(&config).unwrap();
+        assert!(json.contains(r#""snapshot":"/var/cache/snap""#), "{json}");
+        assert!(json.contains(r#""compat":"pvm""#), "{json}");
+        assert_eq!(serde_json::from_str::<VmConfig>(&json).unwrap(), config);
+        // Missing keys take the defaults.
+        let partial: VmConfig = serde_json::from_str(r#"{"memory_mib": 512}"#).unwrap();
+        assert_eq!(partial.memory_mib, 512);
+        assert_eq!(partial.vcpus, VmConfig::default().vcpus);
+        let err = serde_json::from_str::<VmConfig>(r#"{"cpus": 2}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `cpus`"), "{err}");
+        let err = serde_json::from_str::<VmConfig>(r#"{"snapshot": ""}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("snapshot directory"), "{err}");
     }
 }

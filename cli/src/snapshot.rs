@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 
-use crate::VmArgs;
+use crate::{CliError, Result, VmArgs};
 
 #[derive(Subcommand)]
 pub enum SnapshotCommand {
@@ -30,21 +30,23 @@ pub struct CreateArgs {
     timeout: u64,
 }
 
-pub fn run(command: SnapshotCommand) -> Result<(), String> {
+pub fn run(command: SnapshotCommand) -> Result<()> {
     match command {
         SnapshotCommand::Create(args) => create(&args),
     }
 }
 
-fn create(args: &CreateArgs) -> Result<(), String> {
+fn create(args: &CreateArgs) -> Result<()> {
     if !args.vm.shares_and_disks_empty() {
-        return Err("a snapshot has no shares or disks of its own: drop --share and --disk".into());
+        return Err(CliError::Usage(
+            "a snapshot has no shares or disks of its own: drop --share and --disk".into(),
+        ));
     }
     let started = Instant::now();
-    // The socket path is replaced by one inside the snapshot being built.
-    let config = args.vm.config(PathBuf::new());
+    // The snapshot being built puts the vsock socket inside itself.
+    let config = args.vm.config();
     if args.if_missing {
-        let inputs = vmm::snapshot::inputs_for(&config).map_err(|e| e.to_string())?;
+        let inputs = vmm::snapshot::inputs_for(&config)?;
         let dir = args
             .dir
             .clone()
@@ -63,8 +65,7 @@ fn create(args: &CreateArgs) -> Result<(), String> {
         &config,
         args.dir.as_deref(),
         Duration::from_secs(args.timeout),
-    )
-    .map_err(|e| format!("cannot make the snapshot: {e}"))?;
+    )?;
     eprintln!(
         "vmrun: snapshot saved in {} after {:.1} s",
         dir.display(),

@@ -1,0 +1,232 @@
+//! A sandbox: one microVM (its VMM process), the agent connection, and the
+//! shared directory through which its containers' files reach the guest.
+//! The shim runs one per pod; `vmrun run` one per run.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vm_config::{SharedDir, VmConfig};
+use vmrun_agent::client::{dial_sandbox, AgentClient, SandboxInit, StorageMount};
+
+use crate::error::{Result, SandboxError};
+use crate::guest_spec::ShareBind;
+use crate::host_mounts::HostMounts;
+use crate::layout::{self, AGENT_VSOCK_PORT, GUEST_SHARED_DIR, SHARE_TAG};
+use crate::sandbox_dir::SandboxDir;
+use crate::vmm_process::{ExitWatch, VmmProcess};
+
+/// How a sandbox is started.
+#[derive(Clone, Debug)]
+pub struct SandboxConfig {
+    /// The VM; its vsock socket (and, with [`share`](Self::share), the
+    /// sandbox share) are added here.
+    pub vm: VmConfig,
+    /// The `vmrun` binary that runs the VMM.
+    pub vmm_binary: PathBuf,
+    /// How long the agent gets to answer.
+    pub boot_timeout: Duration,
+    /// Share the sandbox directory's `shared/` (containers need it).
+    pub share: bool,
+    /// Copy the guest console to stderr.
+    pub echo_console: bool,
+    /// The guest's hostname (empty: the guest's default).
+    pub hostname: String,
+}
+
+impl SandboxConfig {
+    /// A sandbox of `vm` run by `vmm_binary`, with the sandbox share.
+    pub fn new(vm: VmConfig, vmm_binary: PathBuf) -> Self {
+        Self {
+            vm,
+            vmm_binary,
+            boot_timeout: layout::DEFAULT_BOOT_TIMEOUT,
+            share: true,
+            echo_console: false,
+            hostname: String::new(),
+        }
+    }
+}
+
+/// When the phases of a start ended, from its beginning.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StartTimes {
+    pub vmm_spawned: Duration,
+    pub agent_ready: Duration,
+}
+
+/// One running microVM.
+pub struct Sandbox {
+    label: String,
+    dir: SandboxDir,
+    agent: AgentClient,
+    vmm: tokio::sync::Mutex<VmmProcess>,
+    vmm_pid: u32,
+    exit: ExitWatch,
+    times: StartTimes,
+}
+
+/// Removes the directory of a start that did not finish (an error, or the
+/// caller dropped the future), after the VMM it holds is gone.
+struct DirGuard<'a>(Option<&'a SandboxDir>);
+
+impl Drop for DirGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            remove_dir(dir);
+        }
+    }
+}
+
+impl Sandbox {
+    /// Creates `dir`, starts the VM in it and waits for its agent. On
+    /// failure (or when the returned future is dropped) nothing is left: no
+    /// VMM process, no directory.
+    pub async fn start(config: &SandboxConfig, dir: SandboxDir, label: &str) -> Result<Arc<Self>> {
+        let started = Instant::now();
+        dir.create(label)?;
+        let mut guard = DirGuard(Some(&dir));
+        let mut vm = config.vm.clone();
+        vm.vsock_uds = Some(dir.vsock());
+        if config.share {
+            vm.shares.push(SharedDir {
+                tag: SHARE_TAG.to_string(),
+                path: dir.shared(),
+                read_only: false,
+            });
+        }
+        let mut vmm = VmmProcess::spawn(&config.vmm_binary, &vm, &dir, config.echo_console)?;
+        let vmm_spawned = started.elapsed();
+        let connected = Self::connect(config, &vm, &dir, &vmm).await;
+        let agent = match connected {
+            Ok(agent) => agent,
+            Err(err) => {
+                vmm.stop().await;
+                return Err(err);
+            }
+        };
+        guard.0 = None;
+        let times = StartTimes {
+            vmm_spawned,
+            agent_ready: started.elapsed(),
+        };
+        tracing::info!(
+            sandbox = label,
+            secs = times.agent_ready.as_secs_f64(),
+            "microVM ready"
+        );
+        let vmm_pid = vmm.pid();
+        let exit = vmm.exit_watch();
+        drop(guard);
+        Ok(Arc::new(Self {
+            label: label.to_string(),
+            dir,
+            agent,
+            vmm: tokio::sync::Mutex::new(vmm),
+            vmm_pid,
+            exit,
+            times,
+        }))
+    }
+
+    async fn connect(
+        config: &SandboxConfig,
+        vm: &VmConfig,
+        dir: &SandboxDir,
+        vmm: &VmmProcess,
+    ) -> Result<AgentClient> {
+        let deadline = Instant::now() + config.boot_timeout;
+        let init = SandboxInit {
+            share_tags: vm.shares.iter().map(|s| s.tag.clone()).collect(),
+            hostname: config.hostname.clone(),
+        };
+        let agent = tokio::select! {
+            agent = dial_sandbox(dir.vsock(), AGENT_VSOCK_PORT, deadline, &init) => agent.map_err(|e| {
+                SandboxError::Vm(format!(
+                    "the guest agent did not answer within {} s: {e}; \
+                     last guest console lines:\n{}",
+                    config.boot_timeout.as_secs(),
+                    vmm.console_tail()
+                ))
+            })?,
+            reason = vmm.exit_watch().wait() => {
+                return Err(SandboxError::Vm(format!("the VM stopped while booting: {reason}")))
+            }
+        };
+        if config.share {
+            agent
+                .mount_storage(StorageMount::virtiofs(SHARE_TAG, GUEST_SHARED_DIR))
+                .await?;
+        }
+        Ok(agent)
+    }
+
+    /// What the sandbox was created as (`namespace/id` for a pod).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn agent(&self) -> &AgentClient {
+        &self.agent
+    }
+
+    /// The VMM's host pid.
+    pub fn pid(&self) -> u32 {
+        self.vmm_pid
+    }
+
+    /// When the VMM was spawned and the agent answered.
+    pub fn start_times(&self) -> StartTimes {
+        self.times
+    }
+
+    /// Resolves (with the reason) once the VM is gone.
+    pub fn stopped(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        self.exit.clone().wait()
+    }
+
+    /// Why the VM is gone, if it is.
+    pub fn stop_reason(&self) -> Option<String> {
+        self.exit.reason()
+    }
+
+    /// Puts a container's rootfs (read-only to the guest if asked) and bind
+    /// sources into the share, recording the mounts in `mounts`; returns the
+    /// guest path of its root.
+    pub fn share_container(
+        &self,
+        container_id: &str,
+        rootfs: &Path,
+        rootfs_read_only: bool,
+        binds: &[ShareBind],
+        mounts: &mut HostMounts,
+    ) -> Result<String> {
+        let dir = self.dir.shared().join(container_id);
+        mounts.create_dir(&dir)?;
+        mounts.bind(rootfs, &dir.join("rootfs"), rootfs_read_only)?;
+        if !binds.is_empty() {
+            mounts.create_dir(&dir.join("mounts"))?;
+            for bind in binds {
+                mounts.bind(
+                    &bind.source,
+                    &dir.join("mounts").join(&bind.name),
+                    bind.read_only,
+                )?;
+            }
+        }
+        Ok(layout::guest_rootfs(container_id))
+    }
+
+    /// Stops the VM and removes the sandbox directory.
+    pub async fn stop(&self) {
+        self.vmm.lock().await.stop().await;
+        remove_dir(&self.dir);
+        tracing::info!(sandbox = self.label, "microVM stopped");
+    }
+}
+
+fn remove_dir(dir: &SandboxDir) {
+    if let Err(e) = dir.remove() {
+        tracing::warn!("cannot remove {}: {e}", dir.path().display());
+    }
+}
