@@ -5,6 +5,11 @@
 //! ([`server`]). The host side talks to it through [`client`], which dials the
 //! VMM's hybrid vsock Unix socket.
 //!
+//! The processes it starts, and every orphan it reaps as PID 1, are the
+//! process runtime's ([`process`]). `server` holds only the gRPC services
+//! and the one error-to-status mapping; it uses `container`, `storage` and
+//! `process`, and none of them uses it (server → container → process).
+//!
 //! Features: `server` (the agent itself, on by default) and `client` (what the
 //! shim and `vmrun run` link, with `default-features = false`).
 //!
@@ -36,6 +41,8 @@ pub mod inherited_env;
 pub mod init;
 #[cfg(feature = "server")]
 pub mod mount_syscalls;
+#[cfg(feature = "server")]
+pub mod process;
 #[cfg(feature = "server")]
 pub mod sandbox_init;
 #[cfg(feature = "server")]

@@ -13,8 +13,9 @@ use bytes::Bytes;
 use common::TestAgent;
 use tonic::Code;
 use vmrun_agent::client::{AgentClient, ClientError, ExecCommand, ExecId, ProcessExit};
+use vmrun_agent::process::OUTPUT_LINGER_AFTER_EXIT;
 use vmrun_agent::proto::ExecProcessRequest;
-use vmrun_agent::server::{ServeOutcome, OUTPUT_LINGER_AFTER_EXIT};
+use vmrun_agent::server::ServeOutcome;
 
 /// Fails the test instead of hanging CI.
 async fn within<T>(limit_secs: u64, work: impl Future<Output = T>) -> T {
@@ -106,7 +107,7 @@ async fn environment_and_working_directory_are_applied() {
         .await;
         assert_eq!(
             stdout,
-            format!("hi there\n/tmp\n{}\n", vmrun_agent::server::DEFAULT_PATH)
+            format!("hi there\n/tmp\n{}\n", vmrun_agent::process::DEFAULT_PATH)
         );
         assert_eq!(exit, ProcessExit::Exited(0));
     })

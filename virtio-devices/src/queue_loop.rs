@@ -1,6 +1,6 @@
-//! The event loop shared by request/response devices (fs, block): wait on
-//! the queue events and the kill event, pop descriptor chains, serve them,
-//! return them to the used ring and signal the guest.
+//! The event loop shared by request/response devices (fs, block, rng):
+//! wait on the queue events and the kill event, pop descriptor chains, serve
+//! them, return them to the used ring and signal the guest.
 
 use std::io;
 use std::os::fd::AsRawFd;

@@ -1,17 +1,18 @@
 //! virtio-rng: fills guest buffers with bytes from the host's `/dev/urandom`.
+//! The worker runs the event loop shared with fs and block
+//! ([`crate::queue_loop`]); this file only says what one request is.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use tracing::{debug, error, warn};
+use tracing::debug;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
-use virtio_queue::{Queue, QueueT};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use virtio_queue::{DescriptorChain, Queue};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::queue_loop::{run_event_loop, serve_queue};
 use crate::worker::Worker;
 use crate::{ActivateError, GuestMemoryMmap, IrqTrigger, VirtioDevice};
 
@@ -22,8 +23,6 @@ pub const RNG_QUEUE_SIZE: u16 = 256;
 pub const MAX_BYTES_PER_REQUEST: usize = 64 * 1024;
 
 const QUEUE_SIZES: [u16; 1] = [RNG_QUEUE_SIZE];
-const TOKEN_KILL: u64 = 0;
-const TOKEN_QUEUE: u64 = 1;
 
 /// Errors of the rng device.
 #[derive(Debug, thiserror::Error)]
@@ -84,31 +83,37 @@ impl VirtioDevice for RngDevice {
         if self.worker.is_some() {
             return Err(ActivateError::AlreadyActive);
         }
+        let count_err = ActivateError::QueueCount {
+            expected: 1,
+            queues: queues.len(),
+            events: queue_events.len(),
+        };
         if queues.len() != 1 || queue_events.len() != 1 {
-            return Err(ActivateError::QueueCount {
-                expected: 1,
-                queues: queues.len(),
-                events: queue_events.len(),
-            });
+            return Err(count_err);
         }
-        let (Some(queue), Some(queue_evt)) = (queues.pop(), queue_events.pop()) else {
-            return Err(ActivateError::QueueCount {
-                expected: 1,
-                queues: 0,
-                events: 0,
-            });
+        let (Some(mut queue), Some(queue_evt)) = (queues.pop(), queue_events.pop()) else {
+            return Err(count_err);
         };
-        let entropy = self.entropy.try_clone().map_err(ActivateError::Worker)?;
-        let handler = RngHandler {
-            mem,
-            interrupt,
-            queue,
-            queue_evt,
-            entropy,
-            buf: Vec::new(),
-        };
-        let worker = Worker::spawn("virtio-rng", move |kill| handler.run(kill))
-            .map_err(ActivateError::Worker)?;
+        let mut entropy = self.entropy.try_clone().map_err(ActivateError::Worker)?;
+        let worker = Worker::spawn("virtio-rng", move |kill| {
+            let mut buf = Vec::new();
+            run_event_loop(
+                "virtio-rng",
+                &kill,
+                std::slice::from_ref(&queue_evt),
+                |_| {
+                    serve_queue(
+                        "virtio-rng",
+                        &mem,
+                        &mut queue,
+                        &queue_evt,
+                        &interrupt,
+                        |chain| serve_request(&mem, &mut entropy, &mut buf, chain),
+                    );
+                },
+            );
+        })
+        .map_err(ActivateError::Worker)?;
         self.worker = Some(worker);
         Ok(())
     }
@@ -120,102 +125,18 @@ impl VirtioDevice for RngDevice {
     }
 }
 
-/// The worker side: serves the request queue.
-struct RngHandler {
-    mem: GuestMemoryMmap,
-    interrupt: Arc<IrqTrigger>,
-    queue: Queue,
-    queue_evt: EventFd,
-    entropy: File,
-    buf: Vec<u8>,
-}
-
-impl RngHandler {
-    fn run(mut self, kill: EventFd) {
-        let epoll = match self.setup_epoll(&kill) {
-            Ok(e) => e,
-            Err(e) => {
-                error!("virtio-rng: failed to set up the event loop: {e}");
-                return;
-            }
-        };
-        let mut events = [EpollEvent::default(); 2];
-        loop {
-            let n = match epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    error!("virtio-rng: epoll_wait failed: {e}");
-                    return;
-                }
-            };
-            for ev in &events[..n] {
-                match ev.data() {
-                    TOKEN_KILL => return,
-                    TOKEN_QUEUE => {
-                        let _ = self.queue_evt.read();
-                        self.process_queue();
-                    }
-                    other => debug!("virtio-rng: unexpected epoll token {other}"),
-                }
-            }
-        }
-    }
-
-    fn setup_epoll(&self, kill: &EventFd) -> io::Result<Epoll> {
-        let epoll = Epoll::new()?;
-        for (fd, token) in [
-            (kill.as_raw_fd(), TOKEN_KILL),
-            (self.queue_evt.as_raw_fd(), TOKEN_QUEUE),
-        ] {
-            epoll.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, token),
-            )?;
-        }
-        Ok(epoll)
-    }
-
-    /// Serves at most one queue's worth of requests, then re-signals itself
-    /// if more may be pending so that the kill event is still seen.
-    fn process_queue(&mut self) {
-        let budget = self.queue.size();
-        let mut served = 0u16;
-        while served < budget {
-            let Some(chain) = self.queue.pop_descriptor_chain(&self.mem) else {
-                break;
-            };
-            served += 1;
-            let head = chain.head_index();
-            let len = match fill(&self.mem, &mut self.entropy, &mut self.buf, chain) {
-                Ok(len) => len,
-                Err(e) => {
-                    debug!("virtio-rng: dropping malformed request: {e}");
-                    0
-                }
-            };
-            if let Err(e) = self.queue.add_used(&self.mem, head, len) {
-                warn!("virtio-rng: failed to return a buffer: {e}");
-                break;
-            }
-        }
-        if served == 0 {
-            return;
-        }
-        if served == budget {
-            let _ = self.queue_evt.write(1);
-        }
-        match self.queue.needs_notification(&self.mem) {
-            Ok(true) => {
-                if let Err(e) = self.interrupt.trigger_used_ring() {
-                    error!("virtio-rng: failed to signal the guest: {e}");
-                }
-            }
-            Ok(false) => {}
-            Err(e) => warn!("virtio-rng: failed to check notification: {e}"),
-        }
-    }
+/// Serves one request: a chain the guest got wrong (outside guest memory,
+/// no writable buffer) goes back with nothing written, never a panic.
+fn serve_request(
+    mem: &GuestMemoryMmap,
+    entropy: &mut File,
+    buf: &mut Vec<u8>,
+    chain: DescriptorChain<&GuestMemoryMmap>,
+) -> u32 {
+    fill(mem, entropy, buf, chain).unwrap_or_else(|e| {
+        debug!("virtio-rng: dropping malformed request: {e}");
+        0
+    })
 }
 
 /// Fills the writable part of `chain` from `entropy`; returns the number of
@@ -224,7 +145,7 @@ fn fill(
     mem: &GuestMemoryMmap,
     entropy: &mut File,
     buf: &mut Vec<u8>,
-    chain: virtio_queue::DescriptorChain<&GuestMemoryMmap>,
+    chain: DescriptorChain<&GuestMemoryMmap>,
 ) -> io::Result<u32> {
     let mut writer = chain
         .writer(mem)

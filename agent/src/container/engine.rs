@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use super::error::ContainerError;
 use super::status::ContainerStatus;
-use crate::server::ProcessExit;
+use crate::process::ProcessExit;
 
 /// How a new container process's stdio is wired.
 #[derive(Debug)]

@@ -5,7 +5,7 @@ use oci_spec::runtime::Process;
 use super::error::ContainerError;
 use super::spec::{apply_terminal, check_process};
 use crate::inherited_env;
-use crate::server::TerminalSize;
+use crate::process::TerminalSize;
 
 const OP: &str = "exec in container";
 

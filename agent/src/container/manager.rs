@@ -22,7 +22,7 @@ use super::spec::{prepare_spec, validate_container_id, PreparedSpec, SpecOptions
 use super::status::{ContainerReport, ContainerStatus};
 use super::table::{ContainerRecord, ContainerTable, Lookup};
 use crate::mount_syscalls::MountSyscalls;
-use crate::server::{reaper, ManagedProcess, ProcessTable, SpawnedProcess, TerminalSize};
+use crate::process::{reaper, ManagedProcess, ProcessTable, SpawnedProcess, TerminalSize};
 
 /// `CreateContainer`, checked for form by the service.
 #[derive(Debug, Clone)]

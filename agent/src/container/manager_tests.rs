@@ -21,7 +21,7 @@ use super::layout::StateLayout;
 use super::manager::{ContainerManager, CreateRequest, ExecRequest};
 use super::status::ContainerStatus;
 use crate::mount_syscalls::fake::FakeMounts;
-use crate::server::{ProcessExit, ProcessTable};
+use crate::process::{ProcessExit, ProcessTable};
 
 /// Pids far above Linux's maximum, so nothing real is ever signalled.
 static NEXT_FAKE_PID: AtomicI32 = AtomicI32::new(10_000_000);

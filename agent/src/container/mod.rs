@@ -5,9 +5,10 @@
 //! checks and rewrites the spec ([`spec`]), lays out a bundle below the
 //! state root ([`layout`]), optionally puts a writable overlay over the
 //! rootfs ([`overlay`]), and has the engine create the container. The
-//! container's processes are ordinary processes of the `Process` service:
-//! their stdio (pipes, or a terminal from a console socket) and exits are
-//! served by exec id.
+//! container's processes are ordinary processes of the process runtime
+//! ([`crate::process`]): their stdio (pipes, or a terminal from a console
+//! socket) and exits are served by exec id through the `Process` service.
+//! This module does not know the gRPC side (`server`) that calls it.
 //!
 //! The engine is a trait ([`ContainerEngine`]); the real one
 //! ([`LibcontainerEngine`]) forks containers in a single-threaded helper

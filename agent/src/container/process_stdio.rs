@@ -11,7 +11,7 @@ use nix::unistd::pipe2;
 
 use super::console_socket::ConsoleSocket;
 use super::engine::EngineStdio;
-use crate::server::{set_window_size, SpawnedStdio, TerminalSize};
+use crate::process::{set_window_size, SpawnedStdio, TerminalSize};
 
 /// The agent's ends, until the process exists.
 #[derive(Debug)]

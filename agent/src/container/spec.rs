@@ -8,7 +8,7 @@ use oci_spec::runtime::{BoxBuilder, Process, Spec};
 
 use super::error::ContainerError;
 use crate::inherited_env;
-use crate::server::TerminalSize;
+use crate::process::TerminalSize;
 
 const OP: &str = "create container";
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::server::ProcessExit;
+use crate::process::ProcessExit;
 
 /// Where a container is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use tokio::sync::{Mutex as AsyncMutex, MutexGuard as AsyncMutexGuard};
 
 use super::error::ContainerError;
 use super::layout::BundleLayout;
-use crate::server::ManagedProcess;
+use crate::process::ManagedProcess;
 
 /// A created container.
 #[derive(Debug)]

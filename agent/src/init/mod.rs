@@ -16,7 +16,7 @@ use cmdline::AgentOptions;
 use mounts::{mount_all, MountError, SyscallMounter, GUEST_MOUNTS};
 
 /// PATH of the agent and of everything it starts without one.
-pub const GUEST_PATH: &str = server::DEFAULT_PATH;
+pub const GUEST_PATH: &str = crate::process::DEFAULT_PATH;
 
 /// Why the agent could not carry on.
 #[derive(Debug, thiserror::Error)]

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::error::AgentError;
-use super::exec_spec::terminal_from_proto;
-use super::reaper::ProcessExit;
+use super::exec_request::terminal_from_proto;
 use crate::container::{
     CgroupStats, ContainerManager, ContainerReport, ContainerStatus, CreateRequest, ExecRequest,
 };
+use crate::process::ProcessExit;
 use crate::proto::container_server::Container;
 use crate::proto::{
     container_state_response, ContainerStateRequest, ContainerStateResponse, ContainerStatsRequest,

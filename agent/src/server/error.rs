@@ -2,12 +2,12 @@
 //! where it becomes a gRPC status code.
 
 use std::io;
-use std::path::PathBuf;
 
 use nix::errno::Errno;
 use tonic::{Code, Status};
 
 use crate::container::ContainerError;
+use crate::process::ProcessError;
 use crate::storage::StorageError;
 
 /// An error answering an agent API request.
@@ -20,15 +20,6 @@ pub enum AgentError {
     #[error("{op}: {reason}")]
     InvalidArgument { op: &'static str, reason: String },
 
-    /// No process was ever started with this exec id, or it was forgotten
-    /// after it was waited for and its output read.
-    #[error("no process with exec id {exec_id:?}")]
-    UnknownExec { exec_id: String },
-
-    /// `ResizePty` on a process started without a terminal.
-    #[error("resize pty: exec id {exec_id:?} has no terminal")]
-    NoTerminal { exec_id: String },
-
     /// A second reader for an output stream while the first is attached.
     #[error("{stream} of exec id {exec_id:?} already has a reader")]
     OutputBusy {
@@ -36,29 +27,13 @@ pub enum AgentError {
         exec_id: String,
     },
 
-    /// Writing to standard input after it was closed.
-    #[error("stdin of exec id {exec_id:?} is already closed")]
-    StdinClosed { exec_id: String },
-
-    /// The program could not be started (not found, not executable, ...).
-    #[error("exec: cannot start {program:?}: {source}")]
-    Spawn { program: String, source: io::Error },
-
-    /// The working directory does not exist or is not usable.
-    #[error("exec: cannot use cwd {cwd:?}: {source}")]
-    Cwd { cwd: PathBuf, source: io::Error },
-
-    /// An I/O failure on a process's stdio, terminal or bookkeeping.
-    #[error("{op} exec id {exec_id:?}: {source}")]
-    ProcessIo {
-        op: &'static str,
-        exec_id: String,
-        source: io::Error,
-    },
-
     /// The agent itself is in a state it should never be in.
     #[error("{op}: {reason}")]
     Internal { op: &'static str, reason: String },
+
+    /// The process runtime failed (unknown exec id, spawn, stdio...).
+    #[error(transparent)]
+    Process(#[from] ProcessError),
 
     /// A `Container` request failed.
     #[error(transparent)]
@@ -86,19 +61,9 @@ impl AgentError {
     pub fn code(&self) -> Code {
         match self {
             Self::InvalidArgument { .. } => Code::InvalidArgument,
-            Self::UnknownExec { .. } => Code::NotFound,
-            Self::NoTerminal { .. } | Self::OutputBusy { .. } | Self::StdinClosed { .. } => {
-                Code::FailedPrecondition
-            }
-            // Callers map these like a shell does: NOT_FOUND is "command not
-            // found" (127), PERMISSION_DENIED is "not executable" (126).
-            Self::Spawn { source, .. } => match source.kind() {
-                io::ErrorKind::NotFound => Code::NotFound,
-                io::ErrorKind::PermissionDenied => Code::PermissionDenied,
-                _ => Code::FailedPrecondition,
-            },
-            Self::Cwd { .. } => Code::FailedPrecondition,
-            Self::ProcessIo { .. } | Self::Internal { .. } => Code::Internal,
+            Self::OutputBusy { .. } => Code::FailedPrecondition,
+            Self::Internal { .. } => Code::Internal,
+            Self::Process(error) => process_code(error),
             Self::Container(error) => container_code(error),
             Self::Storage(error) => storage_code(error),
             Self::InitSandbox(crate::sandbox_init::InitSandboxError::EntropySize(_)) => {
@@ -106,6 +71,24 @@ impl AgentError {
             }
             Self::InitSandbox(_) => Code::Internal,
         }
+    }
+}
+
+fn process_code(error: &ProcessError) -> Code {
+    match error {
+        ProcessError::UnknownExec { .. } => Code::NotFound,
+        ProcessError::NoTerminal { .. } | ProcessError::StdinClosed { .. } => {
+            Code::FailedPrecondition
+        }
+        // Callers map these like a shell does: NOT_FOUND is "command not
+        // found" (127), PERMISSION_DENIED is "not executable" (126).
+        ProcessError::Spawn { source, .. } => match source.kind() {
+            io::ErrorKind::NotFound => Code::NotFound,
+            io::ErrorKind::PermissionDenied => Code::PermissionDenied,
+            _ => Code::FailedPrecondition,
+        },
+        ProcessError::Cwd { .. } => Code::FailedPrecondition,
+        ProcessError::Io { .. } | ProcessError::Internal { .. } => Code::Internal,
     }
 }
 
@@ -158,8 +141,16 @@ impl From<AgentError> for Status {
     }
 }
 
+impl From<ProcessError> for Status {
+    fn from(error: ProcessError) -> Self {
+        AgentError::from(error).into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]
@@ -171,7 +162,7 @@ mod tests {
 
     #[test]
     fn unknown_exec_is_not_found_and_quotes_the_id() {
-        let status = Status::from(AgentError::UnknownExec {
+        let status = Status::from(ProcessError::UnknownExec {
             exec_id: "x".into(),
         });
         assert_eq!(status.code(), Code::NotFound);
@@ -282,9 +273,11 @@ mod tests {
 
     #[test]
     fn spawn_errors_map_like_a_shell() {
-        let spawn = |kind| AgentError::Spawn {
-            program: "prog".into(),
-            source: io::Error::from(kind),
+        let spawn = |kind| {
+            AgentError::from(ProcessError::Spawn {
+                program: "prog".into(),
+                source: io::Error::from(kind),
+            })
         };
         assert_eq!(spawn(io::ErrorKind::NotFound).code(), Code::NotFound);
         assert_eq!(

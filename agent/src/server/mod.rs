@@ -1,20 +1,19 @@
-//! The agent API server: the `Health`, `Process` and `Guest` services over
-//! any stream of connections (vsock in the guest, a Unix socket in tests).
+//! The agent API server: the `Health`, `Process`, `Container`, `Storage`
+//! and `Guest` services over any stream of connections (vsock in the guest,
+//! a Unix socket in tests).
+//!
+//! It owns the gRPC side only: checking wire messages, calling the process
+//! runtime ([`crate::process`]), the container manager ([`crate::container`])
+//! and storage ([`crate::storage`]), and turning their errors into status
+//! codes in one place ([`AgentError`]). Those modules never import it.
 
 mod container_service;
 mod error;
-mod exec_spec;
-mod fd_io;
+mod exec_request;
 mod guest_service;
 mod health_service;
-mod output;
 mod output_reader;
-mod process;
 mod process_service;
-mod process_table;
-mod pty;
-pub(crate) mod reaper;
-mod spawn;
 mod storage_service;
 
 use std::io;
@@ -28,19 +27,10 @@ use tonic::transport::server::Connected;
 use tonic::transport::Server;
 
 pub use error::AgentError;
-pub use exec_spec::{TerminalSize, DEFAULT_PATH};
-pub use output::{OUTPUT_BUFFER_BYTES, OUTPUT_CHUNK_BYTES};
-pub use process::OUTPUT_LINGER_AFTER_EXIT;
-pub use process_table::FORGET_AFTER_WAIT;
-pub use reaper::ProcessExit;
-
-pub(crate) use process::ManagedProcess;
-pub(crate) use process_table::ProcessTable;
-pub(crate) use pty::set_window_size;
-pub(crate) use spawn::{SpawnedProcess, SpawnedStdio};
 
 use crate::container::{ContainerConfig, ContainerManager, LibcontainerEngine, StateLayout};
 use crate::mount_syscalls::{MountSyscalls, RealMounts};
+use crate::process::{reaper, ProcessTable};
 use crate::proto::container_server::ContainerServer;
 use crate::proto::guest_server::GuestServer;
 use crate::proto::health_server::HealthServer;

@@ -10,8 +10,7 @@ use tokio_stream::Stream;
 use tonic::Status;
 
 use super::error::AgentError;
-use super::process::{ManagedProcess, OutputStream};
-use super::process_table::ProcessTable;
+use crate::process::{ManagedProcess, OutputStream, ProcessTable};
 use crate::proto::OutputChunk;
 
 /// One client's read of one output stream.

@@ -1,5 +1,5 @@
 //! The `Process` service: checks each request and hands it to the process
-//! table.
+//! runtime's table ([`crate::process`]).
 
 use std::sync::Arc;
 
@@ -7,12 +7,11 @@ use nix::sys::signal::Signal;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::error::AgentError;
-use super::exec_spec::{ExecSpec, TerminalSize};
+use super::exec_request::terminal_size_from_proto;
 use super::output_reader::OutputReader;
-use super::process::{OutputStream, StdinWrite};
-use super::process_table::ProcessTable;
-use super::reaper::{self, ProcessExit};
-use super::spawn::spawn;
+use crate::process::{
+    reaper, spawn, ExecSpec, OutputStream, ProcessExit, ProcessTable, StdinWrite,
+};
 use crate::proto::process_server::Process;
 use crate::proto::{
     wait_process_response, CloseStdinRequest, CloseStdinResponse, ExecProcessRequest,
@@ -172,7 +171,7 @@ impl Process for ProcessService {
         let size = request
             .size
             .ok_or_else(|| AgentError::invalid(OP, "size is missing"))?;
-        let size = TerminalSize::from_proto(OP, &size)?;
+        let size = terminal_size_from_proto(OP, &size)?;
         let process = self.table.get(required_exec_id(OP, &request.exec_id)?)?;
         process.resize(size)?;
         Ok(Response::new(ResizePtyResponse {}))

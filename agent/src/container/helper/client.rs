@@ -20,7 +20,7 @@ use super::protocol::{
 use super::server::HELPER_LOG_ENV;
 use super::HELPER_ARG;
 use crate::container::error::ContainerError;
-use crate::server::{reaper, ProcessExit};
+use crate::process::{reaper, ProcessExit};
 
 /// How often a wait for an answer checks that the helper still lives.
 const LIVENESS_CHECK: Duration = Duration::from_millis(200);

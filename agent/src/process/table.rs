@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::error::AgentError;
-use super::process::ManagedProcess;
+use super::error::ProcessError;
+use super::managed::ManagedProcess;
 use super::spawn::SpawnedProcess;
 
 /// How long a process stays known after its exit was first reported, if
@@ -25,18 +25,18 @@ pub struct ProcessTable {
 
 impl ProcessTable {
     /// Starts tracking a freshly spawned process under a new exec id.
-    pub fn insert(&self, spawned: SpawnedProcess) -> Result<Arc<ManagedProcess>, AgentError> {
+    pub fn insert(&self, spawned: SpawnedProcess) -> Result<Arc<ManagedProcess>, ProcessError> {
         let exec_id = format!("exec-{}", self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
         let process = ManagedProcess::start(exec_id.clone(), spawned)?;
         self.lock().insert(exec_id, Arc::clone(&process));
         Ok(process)
     }
 
-    pub fn get(&self, exec_id: &str) -> Result<Arc<ManagedProcess>, AgentError> {
+    pub fn get(&self, exec_id: &str) -> Result<Arc<ManagedProcess>, ProcessError> {
         self.lock()
             .get(exec_id)
             .cloned()
-            .ok_or_else(|| AgentError::UnknownExec {
+            .ok_or_else(|| ProcessError::UnknownExec {
                 exec_id: exec_id.to_owned(),
             })
     }

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use nix::unistd::{setgid, setgroups, setsid, setuid};
 use tokio::sync::oneshot;
 
-use super::error::AgentError;
+use super::error::ProcessError;
 use super::exec_spec::ExecSpec;
 use super::pty::{make_stdin_controlling_terminal, open_pty};
 use super::reaper::{self, ProcessExit};
@@ -37,7 +37,7 @@ pub enum SpawnedStdio {
 
 /// Starts the process. Blocks for the fork and exec, so run it on a
 /// blocking thread.
-pub fn spawn(spec: &ExecSpec) -> Result<SpawnedProcess, AgentError> {
+pub fn spawn(spec: &ExecSpec) -> Result<SpawnedProcess, ProcessError> {
     let mut command = Command::new(&spec.program);
     command
         .args(&spec.args)
@@ -47,14 +47,14 @@ pub fn spawn(spec: &ExecSpec) -> Result<SpawnedProcess, AgentError> {
 
     let terminal_master = match spec.terminal {
         Some(size) => {
-            let pty = open_pty(size).map_err(|errno| AgentError::Internal {
+            let pty = open_pty(size).map_err(|errno| ProcessError::Internal {
                 op: "exec",
                 reason: format!("cannot open a pseudo-terminal: {errno}"),
             })?;
             let slave_copy = |pty: &super::pty::Pty| {
                 pty.slave
                     .try_clone()
-                    .map_err(|source| AgentError::Internal {
+                    .map_err(|source| ProcessError::Internal {
                         op: "exec",
                         reason: format!("cannot duplicate the terminal fd: {source}"),
                     })
@@ -113,7 +113,7 @@ pub fn spawn(spec: &ExecSpec) -> Result<SpawnedProcess, AgentError> {
                 stderr: stderr.into(),
             },
             _ => {
-                return Err(AgentError::Internal {
+                return Err(ProcessError::Internal {
                     op: "exec",
                     reason: "piped stdio missing after spawn".into(),
                 })
@@ -129,14 +129,14 @@ pub fn spawn(spec: &ExecSpec) -> Result<SpawnedProcess, AgentError> {
 
 /// Tells a missing working directory apart from a missing program: both
 /// fail the exec with ENOENT.
-fn spawn_error(spec: &ExecSpec, source: io::Error) -> AgentError {
+fn spawn_error(spec: &ExecSpec, source: io::Error) -> ProcessError {
     if source.kind() == io::ErrorKind::NotFound && !spec.cwd.is_dir() {
-        return AgentError::Cwd {
+        return ProcessError::Cwd {
             cwd: spec.cwd.clone(),
             source,
         };
     }
-    AgentError::Spawn {
+    ProcessError::Spawn {
         program: spec.program.clone(),
         source,
     }

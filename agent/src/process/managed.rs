@@ -1,5 +1,6 @@
-//! One process started through `ExecProcess`: its stdio, its terminal and
-//! its exit, from spawn until the table forgets it.
+//! One process the agent started (by `ExecProcess` or as a container's
+//! process): its stdio, its terminal and its exit, from spawn until the
+//! table forgets it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -10,7 +11,7 @@ use nix::unistd::Pid;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::error::AgentError;
+use super::error::ProcessError;
 use super::exec_spec::TerminalSize;
 use super::fd_io::{StdioFd, StdioKind};
 use super::output::{pump_output, OutputBuffer};
@@ -73,11 +74,11 @@ pub struct ManagedProcess {
 impl ManagedProcess {
     /// Starts capturing the output of a freshly spawned process and
     /// watching for its exit. Needs a tokio runtime.
-    pub fn start(exec_id: String, spawned: SpawnedProcess) -> Result<Arc<Self>, AgentError> {
+    pub fn start(exec_id: String, spawned: SpawnedProcess) -> Result<Arc<Self>, ProcessError> {
         let register = |fd, kind| {
             StdioFd::new(fd, kind)
                 .map(Arc::new)
-                .map_err(|source| AgentError::ProcessIo {
+                .map_err(|source| ProcessError::Io {
                     op: "exec: watch stdio of",
                     exec_id: exec_id.clone(),
                     source,
@@ -157,7 +158,7 @@ impl ManagedProcess {
     }
 
     /// Waits until the process exited and its output was captured.
-    pub async fn wait(&self) -> Result<ProcessExit, AgentError> {
+    pub async fn wait(&self) -> Result<ProcessExit, ProcessError> {
         let mut exit = self.exit.clone();
         let outcome = exit.wait_for(Option::is_some).await;
         match outcome.ok().and_then(|exit| *exit) {
@@ -165,7 +166,7 @@ impl ManagedProcess {
                 self.exit_delivered.store(true, Ordering::Release);
                 Ok(exit)
             }
-            None => Err(AgentError::Internal {
+            None => Err(ProcessError::Internal {
                 op: "wait",
                 reason: format!("lost track of exec id {:?}", self.exec_id),
             }),
@@ -173,10 +174,10 @@ impl ManagedProcess {
     }
 
     /// Sends a signal unless the process is already gone (then: no-op).
-    pub async fn signal(&self, signal: Signal) -> Result<(), AgentError> {
+    pub async fn signal(&self, signal: Signal) -> Result<(), ProcessError> {
         match reaper::signal_if_alive(self.pid, signal).await {
             Ok(_) => Ok(()),
-            Err(errno) => Err(AgentError::ProcessIo {
+            Err(errno) => Err(ProcessError::Io {
                 op: "signal",
                 exec_id: self.exec_id.clone(),
                 source: errno.into(),
@@ -184,14 +185,14 @@ impl ManagedProcess {
         }
     }
 
-    pub fn resize(&self, size: TerminalSize) -> Result<(), AgentError> {
+    pub fn resize(&self, size: TerminalSize) -> Result<(), ProcessError> {
         let terminal = self
             .terminal
             .as_ref()
-            .ok_or_else(|| AgentError::NoTerminal {
+            .ok_or_else(|| ProcessError::NoTerminal {
                 exec_id: self.exec_id.clone(),
             })?;
-        set_window_size(terminal.get_ref(), size).map_err(|errno| AgentError::ProcessIo {
+        set_window_size(terminal.get_ref(), size).map_err(|errno| ProcessError::Io {
             op: "resize pty of",
             exec_id: self.exec_id.clone(),
             source: errno.into(),
@@ -199,14 +200,14 @@ impl ManagedProcess {
     }
 
     /// Writes to the process's stdin.
-    pub async fn write_stdin(&self, data: &[u8]) -> Result<StdinWrite, AgentError> {
+    pub async fn write_stdin(&self, data: &[u8]) -> Result<StdinWrite, ProcessError> {
         let stdin = self.open_stdin()?;
         match stdin.write_all(data).await {
             Ok(()) => Ok(StdinWrite::Written),
             Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
                 Ok(StdinWrite::ReaderGone)
             }
-            Err(source) => Err(AgentError::ProcessIo {
+            Err(source) => Err(ProcessError::Io {
                 op: "write stdin of",
                 exec_id: self.exec_id.clone(),
                 source,
@@ -215,7 +216,7 @@ impl ManagedProcess {
     }
 
     /// Ends the process's input. Closing twice is fine.
-    pub async fn close_stdin(&self) -> Result<(), AgentError> {
+    pub async fn close_stdin(&self) -> Result<(), ProcessError> {
         if self.stdin_closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
@@ -249,11 +250,11 @@ impl ManagedProcess {
             && self.stderr.was_read_to_end()
     }
 
-    fn open_stdin(&self) -> Result<Arc<StdioFd>, AgentError> {
+    fn open_stdin(&self) -> Result<Arc<StdioFd>, ProcessError> {
         self.lock_stdin()
             .as_ref()
             .map(Arc::clone)
-            .ok_or_else(|| AgentError::StdinClosed {
+            .ok_or_else(|| ProcessError::StdinClosed {
                 exec_id: self.exec_id.clone(),
             })
     }

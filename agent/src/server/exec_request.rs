@@ -1,6 +1,6 @@
-//! Turns an `ExecProcessRequest` into a checked [`ExecSpec`], so that every
-//! malformed field is answered with INVALID_ARGUMENT before anything is
-//! forked.
+//! Turns an `ExecProcessRequest` into a checked [`ExecSpec`] of the process
+//! runtime, so that every malformed field is answered with INVALID_ARGUMENT
+//! before anything is forked.
 
 use std::path::PathBuf;
 
@@ -8,11 +8,8 @@ use nix::unistd::{Gid, Uid};
 
 use super::error::AgentError;
 use crate::inherited_env;
+use crate::process::{ExecSpec, TerminalSize, UserSpec, DEFAULT_PATH};
 use crate::proto::{ExecProcessRequest, PtySize, User};
-
-/// The PATH a process gets when its environment names none: the usual one of
-/// OCI runtimes, so `sh` or `cat` resolve in any image.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Window size when a terminal is asked for without one.
 const DEFAULT_TERMINAL_SIZE: TerminalSize = TerminalSize { rows: 24, cols: 80 };
@@ -22,53 +19,23 @@ const MAX_ADDITIONAL_GIDS: usize = 65_536;
 
 const OP: &str = "exec";
 
-/// A validated request to start a process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecSpec {
-    /// argv[0]: the program, looked up in `env`'s PATH.
-    pub program: String,
-    /// argv[1..].
-    pub args: Vec<String>,
-    /// The complete environment, always with a PATH.
-    pub env: Vec<(String, String)>,
-    pub cwd: PathBuf,
-    /// Who to run as; `None` keeps the agent's own credentials.
-    pub user: Option<UserSpec>,
-    /// `Some` when the process runs on a new pseudo-terminal of this size.
-    pub terminal: Option<TerminalSize>,
-}
-
-/// Credentials to switch to before exec.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserSpec {
-    pub uid: Uid,
-    pub gid: Gid,
-    pub additional_gids: Vec<Gid>,
-}
-
-/// A terminal window size in character cells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TerminalSize {
-    pub rows: u16,
-    pub cols: u16,
-}
-
-impl TerminalSize {
-    /// Checks a size from the wire; `op` names the request for the error.
-    pub fn from_proto(op: &'static str, size: &PtySize) -> Result<Self, AgentError> {
-        let fit = |value: u32| u16::try_from(value).ok();
-        match (fit(size.rows), fit(size.cols)) {
-            (Some(rows), Some(cols)) => Ok(Self { rows, cols }),
-            _ => Err(AgentError::invalid(
-                op,
-                format!(
-                    "pty size {}x{} is too large (rows and cols are at most {})",
-                    size.rows,
-                    size.cols,
-                    u16::MAX
-                ),
-            )),
-        }
+/// Checks a size from the wire; `op` names the request for the error.
+pub fn terminal_size_from_proto(
+    op: &'static str,
+    size: &PtySize,
+) -> Result<TerminalSize, AgentError> {
+    let fit = |value: u32| u16::try_from(value).ok();
+    match (fit(size.rows), fit(size.cols)) {
+        (Some(rows), Some(cols)) => Ok(TerminalSize { rows, cols }),
+        _ => Err(AgentError::invalid(
+            op,
+            format!(
+                "pty size {}x{} is too large (rows and cols are at most {})",
+                size.rows,
+                size.cols,
+                u16::MAX
+            ),
+        )),
     }
 }
 
@@ -80,7 +47,7 @@ pub fn terminal_from_proto(
     pty_size: Option<PtySize>,
 ) -> Result<Option<TerminalSize>, AgentError> {
     match (terminal, pty_size) {
-        (true, Some(size)) => Ok(Some(TerminalSize::from_proto(op, &size)?)),
+        (true, Some(size)) => Ok(Some(terminal_size_from_proto(op, &size)?)),
         (true, None) => Ok(Some(DEFAULT_TERMINAL_SIZE)),
         (false, None) => Ok(None),
         (false, Some(_)) => Err(AgentError::invalid(
