@@ -55,7 +55,7 @@ cd "$root"
 LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
 RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --quiet --release --locked -p vmrun-agent --features device-cgroup --target x86_64-unknown-linux-gnu
-cargo build --quiet --release --locked -p vmm -p rootfs-builder -p containerd-shim-vmrun-v2
+cargo build --quiet --release --locked -p vmrun -p rootfs-builder -p containerd-shim-vmrun-v2
 target=${CARGO_TARGET_DIR:-$root/target}
 "$target/release/rootfs-builder" initramfs \
     --agent "$target/x86_64-unknown-linux-gnu/release/vmrun-agent" \

@@ -50,9 +50,9 @@ pub async fn create(
 /// The container itself goes away with the VM.
 pub async fn finish(agent: &AgentClient, id: &str) {
     match agent.container_state(id).await {
-        Ok(state) if state.oom_killed => eprintln!(
-            "vmrun: container {id} was killed by the OOM killer (memory limit reached)"
-        ),
+        Ok(state) if state.oom_killed => {
+            eprintln!("vmrun: container {id} was killed by the OOM killer (memory limit reached)")
+        }
         Ok(_) => {}
         Err(e) => tracing::warn!("container state: {e}"),
     }

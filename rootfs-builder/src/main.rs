@@ -1,4 +1,6 @@
-//! `rootfs-builder`: builds the guest initramfs around the vmrun agent.
+//! `rootfs-builder`: builds the guest initramfs around the vmrun agent, and
+//! the OCI bundles and image tarballs the demo and the tests run. It only
+//! packs files; it must not run anything in a VM.
 
 mod bundle;
 mod cpio;

@@ -40,8 +40,8 @@ pub fn load(dir: &Path) -> Result<BundleSpec> {
     // reduces it to "serde failed".
     let bytes = std::fs::read(dir.join("config.json"))
         .map_err(|e| problem(dir, format!("cannot read config.json: {e}")))?;
-    let spec: Spec = serde_json::from_slice(&bytes)
-        .map_err(|e| problem(dir, format!("config.json: {e}")))?;
+    let spec: Spec =
+        serde_json::from_slice(&bytes).map_err(|e| problem(dir, format!("config.json: {e}")))?;
     let root = spec
         .root()
         .as_ref()
@@ -110,7 +110,11 @@ fn checked(spec: Spec, dir: &Path, rootfs: PathBuf) -> Result<BundleSpec> {
     }
     Ok(BundleSpec {
         terminal: process.terminal().unwrap_or(false),
-        read_only_root: spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
+        read_only_root: spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
         dir: dir.to_path_buf(),
         rootfs,
         spec,
@@ -150,7 +154,10 @@ mod tests {
         config["process"]["args"] = serde_json::json!([]);
         let dir = bundle("noargs", &config.to_string());
         let err = load(&dir).unwrap_err().to_string();
-        assert!(err.contains("process.args is empty") && err.contains("vmrun-bundle-noargs"), "{err}");
+        assert!(
+            err.contains("process.args is empty") && err.contains("vmrun-bundle-noargs"),
+            "{err}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
 
         let dir = bundle("badjson", r#"{"ociVersion": "1.0.2", "process": 7}"#);
@@ -167,7 +174,10 @@ mod tests {
 
         let missing = std::env::temp_dir().join("vmrun-no-such-bundle");
         let err = load(&missing).unwrap_err().to_string();
-        assert!(err.contains("vmrun-no-such-bundle") && err.contains("config.json"), "{err}");
+        assert!(
+            err.contains("vmrun-no-such-bundle") && err.contains("config.json"),
+            "{err}"
+        );
     }
 
     #[test]

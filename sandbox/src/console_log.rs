@@ -53,18 +53,21 @@ impl ConsoleLog {
         let excess = inner.tail.len().saturating_sub(TAIL_BYTES);
         inner.tail.drain(..excess);
         let room = LOG_CAP_BYTES.saturating_sub(inner.written);
-        if let Some(file) = inner.file.as_mut().filter(|_| room > 0) {
-            let take = bytes.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-            let mut failed = file.write_all(&bytes[..take]).is_err();
-            if take < bytes.len() {
-                failed |= file
-                    .write_all(b"\n[vmrun: console log full; the rest is not kept]\n")
-                    .is_err();
-            }
-            inner.written += take as u64;
-            if failed {
-                inner.file = None;
-            }
+        let take = bytes.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let Some(file) = inner.file.as_mut() else {
+            return;
+        };
+        let mut result = file.write_all(&bytes[..take]);
+        let full = take < bytes.len();
+        if full {
+            result = result.and_then(|()| {
+                file.write_all(b"\n[vmrun: console log full; the rest is not kept]\n")
+            });
+        }
+        inner.written += take as u64;
+        // Full, or failing: the file is done with.
+        if full || result.is_err() {
+            inner.file = None;
         }
     }
 
@@ -89,7 +92,10 @@ mod tests {
             log.append(format!("line {i}\n").as_bytes());
         }
         let tail = log.tail();
-        assert!(tail.starts_with("line 85\n") && tail.ends_with("line 99"), "{tail}");
+        assert!(
+            tail.starts_with("line 85\n") && tail.ends_with("line 99"),
+            "{tail}"
+        );
         log.append(&vec![b'a'; 3 * TAIL_BYTES]);
         assert_eq!(log.tail().len(), TAIL_BYTES);
     }
@@ -104,7 +110,9 @@ mod tests {
         }
         let len = std::fs::metadata(&path).unwrap().len();
         assert!(len > LOG_CAP_BYTES && len < LOG_CAP_BYTES + 100, "{len}");
-        assert!(std::fs::read_to_string(&path).unwrap().ends_with("not kept]\n"));
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .ends_with("not kept]\n"));
         std::fs::remove_file(path).unwrap();
     }
 }

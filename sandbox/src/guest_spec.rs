@@ -108,10 +108,7 @@ pub fn for_guest(
             };
             let name = binds.len().to_string();
             let read_only = is_read_only(&mount);
-            mount.set_source(Some(PathBuf::from(guest_bind_source(
-                container_id,
-                &name,
-            ))));
+            mount.set_source(Some(PathBuf::from(guest_bind_source(container_id, &name))));
             binds.push(ShareBind {
                 source,
                 name,

@@ -21,6 +21,7 @@ pub mod error;
 pub mod guest_spec;
 pub mod host_mounts;
 pub mod layout;
+pub mod mount_api;
 pub mod mountinfo;
 pub mod sandbox;
 pub mod sandbox_dir;

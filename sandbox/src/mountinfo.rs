@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use nix::mount::MntFlags;
+use std::os::fd::AsFd;
 
 use crate::error::{Result, SandboxError};
+use crate::mount_api;
 
 /// Whether anything is mounted at or below `dir`.
 pub fn has_mounts_under(dir: &Path) -> Result<bool> {
@@ -47,24 +48,32 @@ fn unescape_octal(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Unmounts everything mounted at or below `dir`, deepest first, without
-/// following symlinks (a guest may have replaced a mount point with one).
+/// Unmounts everything mounted below `dir`, deepest first. Each mount
+/// point is opened beneath `dir` without following symlinks (the guest may
+/// have put some in the share) and unmounted through that descriptor.
 pub fn unmount_under(dir: &Path) -> Result<()> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(SandboxError::host("read /proc/self/mountinfo"))?;
     let mut points: Vec<PathBuf> = mount_points(&mountinfo)
         .map(PathBuf::from)
-        .filter(|point| point.starts_with(dir))
+        .filter_map(|point| point.strip_prefix(dir).ok().map(Path::to_path_buf))
+        .filter(|relative| !relative.as_os_str().is_empty())
         .collect();
+    if points.is_empty() {
+        return Ok(());
+    }
+    let root =
+        mount_api::open_dir(dir).map_err(SandboxError::sys(format!("open {}", dir.display())))?;
     // Children sort after their parents; a point mounted twice is
     // unmounted twice.
     points.sort();
     for point in points.iter().rev() {
-        match nix::mount::umount2(point, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+        let what = || format!("unmount {}", dir.join(point).display());
+        let mount = mount_api::open_beneath_across_mounts(root.as_fd(), point, libc::O_PATH)
+            .map_err(|e| SandboxError::sys(what())(e))?;
+        match mount_api::unmount_fd(mount.as_fd()) {
             Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
-            Err(e) => {
-                return Err(SandboxError::sys(format!("unmount {}", point.display()))(e));
-            }
+            Err(e) => return Err(SandboxError::sys(what())(e)),
         }
     }
     Ok(())

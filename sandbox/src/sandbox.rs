@@ -11,7 +11,7 @@ use vmrun_agent::client::{dial_sandbox, AgentClient, SandboxInit, StorageMount};
 
 use crate::error::{Result, SandboxError};
 use crate::guest_spec::ShareBind;
-use crate::host_mounts::HostMounts;
+use crate::host_mounts::{HostDir, HostMounts};
 use crate::layout::{self, AGENT_VSOCK_PORT, GUEST_SHARED_DIR, SHARE_TAG};
 use crate::sandbox_dir::SandboxDir;
 use crate::vmm_process::{ExitWatch, VmmProcess};
@@ -201,17 +201,13 @@ impl Sandbox {
         binds: &[ShareBind],
         mounts: &mut HostMounts,
     ) -> Result<String> {
-        let dir = self.dir.shared().join(container_id);
-        mounts.create_dir(&dir)?;
-        mounts.bind(rootfs, &dir.join("rootfs"), rootfs_read_only)?;
+        let shared = HostDir::open(&self.dir.shared())?;
+        let container = mounts.create_dir(&shared, container_id)?;
+        mounts.bind(rootfs, &container, "rootfs", rootfs_read_only)?;
         if !binds.is_empty() {
-            mounts.create_dir(&dir.join("mounts"))?;
+            let sources = mounts.create_dir(&container, "mounts")?;
             for bind in binds {
-                mounts.bind(
-                    &bind.source,
-                    &dir.join("mounts").join(&bind.name),
-                    bind.read_only,
-                )?;
+                mounts.bind(&bind.source, &sources, &bind.name, bind.read_only)?;
             }
         }
         Ok(layout::guest_rootfs(container_id))

@@ -66,13 +66,16 @@ impl SandboxDir {
             }
             _ => SandboxError::host(format!("create {}", self.path.display()))(e),
         })?;
-        builder.mode(0o755).create(self.shared()).map_err(SandboxError::host(format!(
-            "create {}",
-            self.shared().display()
-        )))?;
-        std::fs::write(self.path.join("sandbox"), format!("{label}\n")).map_err(
-            SandboxError::host(format!("write {}/sandbox", self.path.display())),
-        )
+        builder
+            .mode(0o755)
+            .create(self.shared())
+            .map_err(SandboxError::host(format!(
+                "create {}",
+                self.shared().display()
+            )))?;
+        std::fs::write(self.path.join("sandbox"), format!("{label}\n")).map_err(SandboxError::host(
+            format!("write {}/sandbox", self.path.display()),
+        ))
     }
 
     fn is_process_dir(&self) -> bool {
@@ -121,8 +124,10 @@ impl SandboxDir {
                 self.path.display()
             )));
         }
-        std::fs::remove_dir_all(&self.path)
-            .map_err(SandboxError::host(format!("remove {}", self.path.display())))
+        std::fs::remove_dir_all(&self.path).map_err(SandboxError::host(format!(
+            "remove {}",
+            self.path.display()
+        )))
     }
 }
 
@@ -167,7 +172,9 @@ fn remove_stale(root: &Path) {
         }
         let dir = SandboxDir::in_root(root, pid);
         match dir.remove() {
-            Ok(()) => tracing::info!(path = %dir.path.display(), "removed a stale runtime directory"),
+            Ok(()) => {
+                tracing::info!(path = %dir.path.display(), "removed a stale runtime directory")
+            }
             Err(e) => tracing::warn!("cannot remove a stale runtime directory: {e}"),
         }
     }

@@ -33,9 +33,10 @@ impl VmmProcess {
     pub fn spawn(binary: &Path, config: &VmConfig, dir: &SandboxDir, echo: bool) -> Result<Self> {
         let config_path = dir.vm_config();
         write_private(&config_path, config)?;
-        let log = std::fs::File::create(dir.console_log()).map_err(SandboxError::host(
-            format!("create {}", dir.console_log().display()),
-        ))?;
+        let log = std::fs::File::create(dir.console_log()).map_err(SandboxError::host(format!(
+            "create {}",
+            dir.console_log().display()
+        )))?;
         let console = ConsoleLog::new(Some(log), echo);
         let (reader, writer) = nix::unistd::pipe().map_err(SandboxError::sys("make a pipe"))?;
         let writer_err = writer
@@ -65,9 +66,10 @@ impl VmmProcess {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .map_err(SandboxError::host(format!("run the VMM {}", binary.display())))?;
+        let child = command.spawn().map_err(SandboxError::host(format!(
+            "run the VMM {}",
+            binary.display()
+        )))?;
         // The write ends now belong to the child alone, so the pipe ends
         // when the VMM does.
         drop(command);
@@ -76,7 +78,13 @@ impl VmmProcess {
             .map_err(SandboxError::host("watch the VMM's output"))?;
         let (kill_tx, kill_rx) = oneshot::channel();
         let (exited_tx, exited) = watch::channel(None);
-        tokio::spawn(watch_vmm(child, output, console.clone(), kill_rx, exited_tx));
+        tokio::spawn(watch_vmm(
+            child,
+            output,
+            console.clone(),
+            kill_rx,
+            exited_tx,
+        ));
         tracing::info!(pid, "VMM started");
         Ok(Self {
             pid,

@@ -88,14 +88,14 @@ impl ShimError {
 /// The ttrpc code of a failed agent call: the agent's own where it has one.
 fn agent_code(err: &ClientError) -> Code {
     match err.code() {
-                Some(tonic::Code::NotFound) => Code::NOT_FOUND,
-                Some(tonic::Code::AlreadyExists) => Code::ALREADY_EXISTS,
-                Some(tonic::Code::InvalidArgument) => Code::INVALID_ARGUMENT,
-                Some(tonic::Code::FailedPrecondition) => Code::FAILED_PRECONDITION,
-                Some(tonic::Code::PermissionDenied) => Code::PERMISSION_DENIED,
-                Some(tonic::Code::Unimplemented) => Code::UNIMPLEMENTED,
-                Some(_) => Code::INTERNAL,
-                None => Code::UNAVAILABLE,
+        Some(tonic::Code::NotFound) => Code::NOT_FOUND,
+        Some(tonic::Code::AlreadyExists) => Code::ALREADY_EXISTS,
+        Some(tonic::Code::InvalidArgument) => Code::INVALID_ARGUMENT,
+        Some(tonic::Code::FailedPrecondition) => Code::FAILED_PRECONDITION,
+        Some(tonic::Code::PermissionDenied) => Code::PERMISSION_DENIED,
+        Some(tonic::Code::Unimplemented) => Code::UNIMPLEMENTED,
+        Some(_) => Code::INTERNAL,
+        None => Code::UNAVAILABLE,
     }
 }
 

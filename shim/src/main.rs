@@ -2,6 +2,13 @@
 //! Every pod (or `ctr run` container) gets its own microVM, run by a
 //! `vmrun` VMM process; containers are created in it through the guest
 //! agent.
+//!
+//! The shim owns the mapping of containerd's Task API onto sandboxes: which
+//! container owns or joins a pod's VM, stdio FIFOs and log URIs, events,
+//! metrics, and the one place errors become ttrpc codes (`error.rs`). The
+//! VM's configuration, the guest spec, host mounts, the sandbox directory and
+//! the VMM process are `vmrun-sandbox`'s; the shim must not keep copies of
+//! them, nor link the VMM.
 
 mod config;
 mod container;

@@ -67,7 +67,7 @@ fn sigterm_during_boot_stops_the_vm_and_cleans_up() {
     let wait_for_dir = |pid: u32| {
         let dir = root.join(format!("vm-{pid}"));
         let started = Instant::now();
-        while !dir.join("vsock.sock").exists() {
+        while !dir.join("agent.vsock").exists() {
             assert!(started.elapsed() < Duration::from_secs(60), "no {dir:?}");
             std::thread::sleep(Duration::from_millis(50));
         }

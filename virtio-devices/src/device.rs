@@ -36,6 +36,26 @@ pub enum ActivateError {
     Worker(#[source] io::Error),
 }
 
+/// The `N` queues and queue events a transport hands [`VirtioDevice::activate`],
+/// as arrays; a different number of either is [`ActivateError::QueueCount`].
+pub fn exact_queues<const N: usize>(
+    queues: Vec<Queue>,
+    events: Vec<EventFd>,
+) -> Result<([Queue; N], [EventFd; N]), ActivateError> {
+    let count_err = ActivateError::QueueCount {
+        expected: N,
+        queues: queues.len(),
+        events: events.len(),
+    };
+    match (
+        <[Queue; N]>::try_from(queues),
+        <[EventFd; N]>::try_from(events),
+    ) {
+        (Ok(queues), Ok(events)) => Ok((queues, events)),
+        _ => Err(count_err),
+    }
+}
+
 /// A virtio device model behind a transport.
 ///
 /// The transport owns the register state and queue configuration; the device

@@ -4,6 +4,11 @@
 //! a host directory in-process (FUSE passthrough) and a virtio-blk device
 //! over a raw image file.
 //!
+//! Everything here reads what a hostile guest writes (descriptors, queue
+//! indexes, FUSE requests, vsock headers): a bad request fails that request,
+//! never the VMM. It must not know KVM or the VM's layout (the VMM wires
+//! addresses, interrupts and memory), nor the host-side sandbox.
+//!
 //! # Wiring (done by the VMM)
 //!
 //! 1. Build a device ([`VsockDevice::new`], [`RngDevice::new`],

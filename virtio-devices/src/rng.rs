@@ -12,6 +12,7 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 use virtio_queue::{DescriptorChain, Queue};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::device::exact_queues;
 use crate::queue_loop::{run_event_loop, serve_queue};
 use crate::worker::Worker;
 use crate::{ActivateError, GuestMemoryMmap, IrqTrigger, VirtioDevice};
@@ -77,23 +78,13 @@ impl VirtioDevice for RngDevice {
         &mut self,
         mem: GuestMemoryMmap,
         interrupt: Arc<IrqTrigger>,
-        mut queues: Vec<Queue>,
-        mut queue_events: Vec<EventFd>,
+        queues: Vec<Queue>,
+        queue_events: Vec<EventFd>,
     ) -> Result<(), ActivateError> {
         if self.worker.is_some() {
             return Err(ActivateError::AlreadyActive);
         }
-        let count_err = ActivateError::QueueCount {
-            expected: 1,
-            queues: queues.len(),
-            events: queue_events.len(),
-        };
-        if queues.len() != 1 || queue_events.len() != 1 {
-            return Err(count_err);
-        }
-        let (Some(mut queue), Some(queue_evt)) = (queues.pop(), queue_events.pop()) else {
-            return Err(count_err);
-        };
+        let ([mut queue], [queue_evt]) = exact_queues::<1>(queues, queue_events)?;
         let mut entropy = self.entropy.try_clone().map_err(ActivateError::Worker)?;
         let worker = Worker::spawn("virtio-rng", move |kill| {
             let mut buf = Vec::new();

@@ -162,7 +162,6 @@ impl From<SnapshotUse> for String {
     }
 }
 
-
 /// A configuration value that cannot work.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {

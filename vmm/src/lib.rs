@@ -2,7 +2,13 @@
 //!
 //! Boots a Linux guest directly (no firmware) on KVM: guest memory, vCPUs in
 //! threads, an MP table, the PVH or 64-bit Linux boot protocol, a 16550 serial
-//! console and an i8042 whose reset line ends the VM.
+//! console and an i8042 whose reset line ends the VM; wires the virtio-mmio
+//! devices of `virtio-devices`; picks the host's compatibility profile; saves
+//! and restores whole VMs ([`snapshot`]).
+//!
+//! It is a library of the VM alone, built from a [`VmConfig`]: it must not
+//! parse command lines, run an async runtime, read OCI specs or talk to the
+//! guest agent (that is the `vmrun` CLI's and the `vmrun-sandbox` layer's).
 
 pub mod boot;
 pub mod compat;

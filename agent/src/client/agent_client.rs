@@ -67,11 +67,12 @@ pub enum ProcessExit {
 }
 
 impl ProcessExit {
-    /// The exit code a shell would report: the code, or 128 + the signal.
+    /// The exit code a shell would report: the code, or 128 + the signal
+    /// (the client only makes these from codes 0..=255 and signals 1..=64).
     pub fn shell_exit_code(self) -> i32 {
         match self {
             Self::Exited(code) => code,
-            Self::Signaled(signal) => 128 + signal,
+            Self::Signaled(signal) => signal.saturating_add(128),
         }
     }
 }
@@ -164,16 +165,7 @@ impl AgentClient {
             .await
             .map_err(ClientError::rpc("wait"))?
             .into_inner();
-        match answer.status {
-            Some(wait_process_response::Status::ExitCode(code)) => Ok(ProcessExit::Exited(code)),
-            Some(wait_process_response::Status::Signal(signal)) => {
-                Ok(ProcessExit::Signaled(signal))
-            }
-            None => Err(ClientError::IncompleteAnswer {
-                op: "wait",
-                field: "exit status",
-            }),
-        }
+        process_exit(answer.status)
     }
 
     /// Sends a signal (by number, e.g. 15 for SIGTERM). A process that has
@@ -331,6 +323,31 @@ impl AgentClient {
     }
 }
 
+/// How a process ended, from the agent's answer to `WaitProcess`.
+fn process_exit(status: Option<wait_process_response::Status>) -> Result<ProcessExit, ClientError> {
+    let impossible = |field, value: i32| ClientError::ImpossibleAnswer {
+        op: "wait",
+        field,
+        value: value.into(),
+    };
+    // What the host makes of these (exit statuses, 128 + signal) must
+    // not wrap: a guest's "exit 256" is no success.
+    match status {
+        Some(wait_process_response::Status::ExitCode(code)) if (0..=255).contains(&code) => {
+            Ok(ProcessExit::Exited(code))
+        }
+        Some(wait_process_response::Status::ExitCode(code)) => Err(impossible("exit code", code)),
+        Some(wait_process_response::Status::Signal(signal)) if (1..=64).contains(&signal) => {
+            Ok(ProcessExit::Signaled(signal))
+        }
+        Some(wait_process_response::Status::Signal(signal)) => Err(impossible("signal", signal)),
+        None => Err(ClientError::IncompleteAnswer {
+            op: "wait",
+            field: "exit status",
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,5 +356,28 @@ mod tests {
     fn shell_exit_codes() {
         assert_eq!(ProcessExit::Exited(42).shell_exit_code(), 42);
         assert_eq!(ProcessExit::Signaled(9).shell_exit_code(), 137);
+    }
+
+    #[test]
+    fn impossible_exit_statuses_from_the_guest_are_refused() {
+        use wait_process_response::Status;
+        assert_eq!(
+            process_exit(Some(Status::ExitCode(255))).unwrap(),
+            ProcessExit::Exited(255)
+        );
+        assert_eq!(
+            process_exit(Some(Status::Signal(64))).unwrap(),
+            ProcessExit::Signaled(64)
+        );
+        for status in [
+            Status::ExitCode(256),
+            Status::ExitCode(-1),
+            Status::Signal(0),
+            Status::Signal(i32::MAX),
+        ] {
+            let err = process_exit(Some(status)).unwrap_err().to_string();
+            assert!(err.contains("impossible"), "{err}");
+        }
+        assert!(process_exit(None).is_err());
     }
 }

@@ -26,6 +26,15 @@ pub enum ClientError {
         field: &'static str,
     },
 
+    /// The agent answered with a value that cannot be (a hostile or
+    /// broken guest).
+    #[error("{op}: the agent's answer has an impossible {field}: {value}")]
+    ImpossibleAnswer {
+        op: &'static str,
+        field: &'static str,
+        value: i64,
+    },
+
     /// `Check` answered, but the agent does not serve (yet).
     #[error("the agent is not serving")]
     NotServing,

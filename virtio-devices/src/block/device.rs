@@ -18,7 +18,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::request::{process_chain, Disk, ID_LEN};
 use super::{BlockError, MAX_SEGMENTS, MAX_SEGMENT_SIZE, QUEUE_SIZE, SECTOR_SIZE};
-use crate::device::read_config_bytes;
+use crate::device::{exact_queues, read_config_bytes};
 use crate::queue_loop::{run_event_loop, serve_queue};
 use crate::worker::Worker;
 use crate::{ActivateError, GuestMemoryMmap, IrqTrigger, VirtioDevice};
@@ -148,23 +148,13 @@ impl VirtioDevice for BlockDevice {
         &mut self,
         mem: GuestMemoryMmap,
         interrupt: Arc<IrqTrigger>,
-        mut queues: Vec<Queue>,
-        mut queue_events: Vec<EventFd>,
+        queues: Vec<Queue>,
+        queue_events: Vec<EventFd>,
     ) -> Result<(), ActivateError> {
         if self.worker.is_some() {
             return Err(ActivateError::AlreadyActive);
         }
-        let count_err = ActivateError::QueueCount {
-            expected: 1,
-            queues: queues.len(),
-            events: queue_events.len(),
-        };
-        if queues.len() != 1 || queue_events.len() != 1 {
-            return Err(count_err);
-        }
-        let (Some(mut queue), Some(queue_evt)) = (queues.pop(), queue_events.pop()) else {
-            return Err(count_err);
-        };
+        let ([mut queue], [queue_evt]) = exact_queues::<1>(queues, queue_events)?;
         let disk = self.disk.clone();
         let worker = Worker::spawn("virtio-blk", move |kill| {
             run_event_loop(

@@ -23,7 +23,7 @@ use fuse_backend_rs::api::server::MAX_BUFFER_SIZE;
 
 use super::policy::{
     check_access, check_entry_name, check_lookup_name, check_mknod, check_open_flags,
-    clamp_xattr_size,
+    clamp_xattr_size, host_safe_mode,
 };
 
 /// `inner` with the share's policy applied.
@@ -111,7 +111,21 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
         valid: SetattrValid,
     ) -> io::Result<(stat64, Duration)> {
         self.writable()?;
-        self.inner.setattr(ctx, inode, attr, handle, valid)
+        let mut attr = attr;
+        // Inodes are plain numbers that are not Copy: pass them on by value.
+        let id: u64 = inode.into();
+        if valid.contains(SetattrValid::MODE) {
+            // chmod sends the file type along; if not, ask the file.
+            let typed = if attr.st_mode & libc::S_IFMT == 0 {
+                let (stat, _) = self.inner.getattr(ctx, F::Inode::from(id), None)?;
+                attr.st_mode | (stat.st_mode & libc::S_IFMT)
+            } else {
+                attr.st_mode
+            };
+            attr.st_mode = host_safe_mode(typed);
+        }
+        self.inner
+            .setattr(ctx, F::Inode::from(id), attr, handle, valid)
     }
 
     fn readlink(&self, ctx: &Context, inode: F::Inode) -> io::Result<Vec<u8>> {
@@ -144,7 +158,8 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
         self.writable()?;
         check_entry_name(name)?;
         check_mknod(mode, rdev)?;
-        self.inner.mknod(ctx, parent, name, mode, rdev, umask)
+        self.inner
+            .mknod(ctx, parent, name, host_safe_mode(mode), rdev, umask)
     }
 
     fn mkdir(
@@ -157,7 +172,9 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
     ) -> io::Result<Entry> {
         self.writable()?;
         check_entry_name(name)?;
-        self.inner.mkdir(ctx, parent, name, mode, umask)
+        self.inner
+            // A directory's setgid is fine (see host_safe_mode); setuid means nothing.
+            .mkdir(ctx, parent, name, mode & !libc::S_ISUID, umask)
     }
 
     fn unlink(&self, ctx: &Context, parent: F::Inode, name: &CStr) -> io::Result<()> {
@@ -221,6 +238,10 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
         self.writable()?;
         check_entry_name(name)?;
         check_open_flags(args.flags, self.read_only)?;
+        let args = CreateIn {
+            mode: host_safe_mode(args.mode),
+            ..args
+        };
         self.inner.create(ctx, parent, name, args)
     }
 

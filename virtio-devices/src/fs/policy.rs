@@ -69,6 +69,19 @@ pub(crate) fn check_mknod(mode: u32, rdev: u32) -> io::Result<()> {
     }
 }
 
+/// The mode a guest may give a file on the host: never setuid, and setgid
+/// only on directories (where it means "inherit the group"). The VMM writes
+/// as root, and a share's files are host files: a guest-made setuid-root
+/// binary in a volume would be one for every host user who can reach it.
+pub(crate) fn host_safe_mode(mode: u32) -> u32 {
+    let is_dir = mode & libc::S_IFMT == libc::S_IFDIR;
+    let mut mode = mode & !libc::S_ISUID;
+    if !is_dir {
+        mode &= !libc::S_ISGID;
+    }
+    mode
+}
+
 /// ACCESS asking for write permission on a read-only share.
 pub(crate) fn check_access(mask: u32, read_only: bool) -> io::Result<()> {
     if read_only && mask as i32 & libc::W_OK != 0 {
@@ -87,6 +100,31 @@ pub(crate) fn clamp_xattr_size(size: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn setuid_never_reaches_the_host_and_setgid_only_on_directories() {
+        assert_eq!(
+            host_safe_mode(libc::S_IFREG | 0o4755),
+            libc::S_IFREG | 0o755
+        );
+        assert_eq!(
+            host_safe_mode(libc::S_IFREG | 0o2755),
+            libc::S_IFREG | 0o755
+        );
+        assert_eq!(host_safe_mode(0o6755), 0o755);
+        assert_eq!(
+            host_safe_mode(libc::S_IFDIR | 0o2775),
+            libc::S_IFDIR | 0o2775
+        );
+        assert_eq!(
+            host_safe_mode(libc::S_IFDIR | 0o4775),
+            libc::S_IFDIR | 0o775
+        );
+        assert_eq!(
+            host_safe_mode(libc::S_IFREG | 0o1777),
+            libc::S_IFREG | 0o1777
+        );
+    }
 
     fn name(bytes: &[u8]) -> &CStr {
         CStr::from_bytes_until_nul(bytes).unwrap()

@@ -12,6 +12,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::event_handler::VsockWorker;
 use super::unix_backend::VsockMuxer;
 use super::{VsockError, NUM_QUEUES, QUEUE_SIZE};
+use crate::device::exact_queues;
 use crate::worker::Worker;
 use crate::{ActivateError, GuestMemoryMmap, IrqTrigger, VirtioDevice};
 
@@ -107,17 +108,8 @@ impl VirtioDevice for VsockDevice {
         if self.worker.is_some() {
             return Err(ActivateError::AlreadyActive);
         }
-        let count_err = ActivateError::QueueCount {
-            expected: NUM_QUEUES,
-            queues: queues.len(),
-            events: queue_events.len(),
-        };
-        let Ok([rxq, txq, evq]) = <[Queue; NUM_QUEUES]>::try_from(queues) else {
-            return Err(count_err);
-        };
-        let Ok([rx_evt, tx_evt, ev_evt]) = <[EventFd; NUM_QUEUES]>::try_from(queue_events) else {
-            return Err(count_err);
-        };
+        let ([rxq, txq, evq], [rx_evt, tx_evt, ev_evt]) =
+            exact_queues::<NUM_QUEUES>(queues, queue_events)?;
         let backend = self.take_backend()?;
         let worker = VsockWorker {
             mem,

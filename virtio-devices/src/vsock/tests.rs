@@ -200,6 +200,25 @@ fn malformed_connect_lines_close_client() {
     host_connect(&mut g, &e.uds, 52, 4096);
 }
 
+/// A host client that connects and never sends its CONNECT line is closed
+/// after the timeout (1024 of them would otherwise lock every other client
+/// out); one that does in time is served.
+#[test]
+fn a_silent_host_client_is_closed_after_the_connect_timeout() {
+    let mut e = env();
+    let mem = test_mem();
+    let mut g = TestGuest::new(&mem);
+    g.activate(&mut e.dev, 64);
+    let started = std::time::Instant::now();
+    let mut silent = UnixStream::connect(&e.uds).unwrap();
+    silent
+        .set_read_timeout(Some(unix_backend::CONNECT_LINE_TIMEOUT * 3))
+        .unwrap();
+    host_connect(&mut g, &e.uds, 52, 4096);
+    assert_closed(&mut silent);
+    assert!(started.elapsed() >= unix_backend::CONNECT_LINE_TIMEOUT);
+}
+
 #[test]
 fn guest_initiated_connection_to_uds_port() {
     let mut e = env();

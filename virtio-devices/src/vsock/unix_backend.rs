@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 use vm_memory::VolatileSlice;
@@ -26,6 +26,8 @@ const LOCAL_PORT_BASE: u32 = 1 << 30;
 const ACCEPT_BATCH: usize = 64;
 /// Epoll events handled per call of `process_events`.
 const EVENT_BATCH: usize = 64;
+/// How long a host client gets to send its `CONNECT <port>\n` line.
+pub(crate) const CONNECT_LINE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A connection is identified by its host-side and guest-side ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -103,6 +105,9 @@ fn epoll_data(fd: RawFd, token: u32) -> u64 {
 struct PendingClient {
     stream: UnixStream,
     line: Vec<u8>,
+    /// When it is dropped if the line is not complete by then: a client
+    /// that never sends it must not hold one of the connection slots.
+    deadline: Instant,
 }
 
 enum LineStatus {
@@ -224,9 +229,15 @@ impl VsockMuxer {
         self.rst_queue.len() >= MAX_PENDING_RST
     }
 
-    /// The earliest connection deadline (request or shutdown timeout).
+    /// The earliest deadline (a connection's request or shutdown timeout, a
+    /// host client's CONNECT line).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.conns.values().filter_map(Connection::deadline).min()
+        let pending = self.pending_clients.values().map(|c| c.deadline);
+        self.conns
+            .values()
+            .filter_map(Connection::deadline)
+            .chain(pending)
+            .min()
     }
 
     /// Drops every connection and pending host client (device reset). The
@@ -265,7 +276,7 @@ impl VsockMuxer {
         for ev in &events[..n] {
             let evset = ev.event_set();
             match self.fds.lookup(ev.data()) {
-                Some((_, FdOwner::Listener)) => self.accept_clients(),
+                Some((_, FdOwner::Listener)) => self.accept_clients(now),
                 Some((fd, FdOwner::Pending)) => self.handle_pending_client(fd, now),
                 Some((_, FdOwner::Conn(key))) => {
                     if let Some(conn) = self.conns.get_mut(&key) {
@@ -278,8 +289,21 @@ impl VsockMuxer {
         }
     }
 
-    /// Resets connections whose deadline passed.
+    /// Resets connections whose deadline passed, and drops host clients
+    /// that did not send their CONNECT line in time.
     pub(crate) fn sweep(&mut self, now: Instant) {
+        let silent: Vec<RawFd> = self
+            .pending_clients
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(fd, _)| *fd)
+            .collect();
+        for fd in silent {
+            debug!(
+                "vsock: host client sent no CONNECT line in {CONNECT_LINE_TIMEOUT:?}, closing it"
+            );
+            self.drop_pending_client(fd);
+        }
         let expired: Vec<ConnKey> = self
             .conns
             .iter()
@@ -423,7 +447,7 @@ impl VsockMuxer {
         }
     }
 
-    fn accept_clients(&mut self) {
+    fn accept_clients(&mut self, now: Instant) {
         for _ in 0..ACCEPT_BATCH {
             let stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
@@ -458,6 +482,7 @@ impl VsockMuxer {
                 PendingClient {
                     stream,
                     line: Vec::new(),
+                    deadline: now + CONNECT_LINE_TIMEOUT,
                 },
             );
         }

@@ -443,3 +443,39 @@ fn xattrs_through_a_symlink_stay_on_the_symlink() {
     n.dev.reset();
     n.assert_outside_untouched();
 }
+
+/// The VMM writes as root: a setuid file the guest makes in a share would
+/// be a setuid-root file on the host. Neither create nor chmod gets the
+/// bit there; a directory's setgid (group inheritance) is kept.
+#[test]
+fn guest_made_setuid_and_setgid_files_are_plain_on_the_host() {
+    let mut n = Nested::new(FsConfig::default());
+    let mem = test_mem();
+    let share = n.parent.as_path().join("share");
+    let mut drv = FuseDriver::mount(&mem, &mut n.dev);
+    let (created, fh) = drv
+        .create(ROOT, b"made-suid", 0o4755, libc::O_RDWR)
+        .unwrap();
+    drv.release(created.nodeid, fh).unwrap();
+    let plain = drv.create(ROOT, b"chmodded", 0o755, libc::O_RDWR).unwrap();
+    drv.release(plain.0.nodeid, plain.1).unwrap();
+    let chmod = |mode| SetattrIn {
+        valid: FATTR_MODE,
+        mode,
+        ..Default::default()
+    };
+    // As the kernel sends it (type bits included) and without them.
+    drv.setattr(plain.0.nodeid, chmod(libc::S_IFREG | 0o6755))
+        .unwrap();
+    let reported = drv.setattr(plain.0.nodeid, chmod(0o4711)).unwrap();
+    assert_eq!(reported.mode & 0o7777, 0o711);
+    let dir = drv.mkdir(ROOT, b"group-dir", 0o2775).unwrap();
+    drv.setattr(dir.nodeid, chmod(libc::S_IFDIR | 0o6775))
+        .unwrap();
+    n.dev.reset();
+
+    let mode = |name: &str| fs::metadata(share.join(name)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("made-suid"), 0o755);
+    assert_eq!(mode("chmodded"), 0o711);
+    assert_eq!(mode("group-dir"), 0o2775);
+}
