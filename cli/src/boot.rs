@@ -52,6 +52,7 @@ impl VsockPlace {
         }
         let dir = SandboxDir::for_this_process();
         dir.create("vmrun boot")?;
+        remove_on_termination(&dir)?;
         Ok(Self::Private(dir))
     }
 
@@ -71,6 +72,34 @@ impl Drop for VsockPlace {
             }
         }
     }
+}
+
+/// SIGTERM, SIGINT or SIGHUP end `vmrun boot` as they would, but first
+/// remove its private directory (the VM's threads go with the process).
+/// The signals are blocked here, before any VM thread exists, so that only
+/// the watcher thread takes them.
+fn remove_on_termination(dir: &SandboxDir) -> Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    signals
+        .thread_block()
+        .map_err(|e| CliError::host("block termination signals")(e.into()))?;
+    let dir = dir.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let signal = signals.wait().unwrap_or(Signal::SIGTERM);
+            if let Err(e) = dir.remove() {
+                tracing::warn!("{e}");
+            }
+            eprintln!("vmrun: {}: stopping the microVM", signal.as_str());
+            std::process::exit(128 + signal as i32);
+        })
+        .map_err(CliError::host("start the signal thread"))?;
+    Ok(())
 }
 
 impl BootArgs {
@@ -117,6 +146,10 @@ pub fn boot(args: BootArgs) -> Result<()> {
     let deadline = timeout.map(|t| started + t);
 
     let mut vm = Vm::start(&config, std::io::stdout())?;
+    if config.seccomp {
+        // From here on this thread only relays events and the console.
+        vmm::seccomp::confine_current_thread(vmm::seccomp::ThreadKind::Main)?;
+    }
     tracing::debug!(cmdline = vm.cmdline(), "guest started");
     if vm.restored() {
         // No boot, so no ready line: the agent serves already.

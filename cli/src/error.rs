@@ -21,6 +21,8 @@ pub enum CliError {
     Snapshot(#[from] vmm::snapshot::SnapshotError),
     #[error(transparent)]
     Sandbox(#[from] vmrun_sandbox::SandboxError),
+    #[error(transparent)]
+    Seccomp(#[from] vmm::seccomp::SeccompError),
     /// A call to the guest agent failed.
     #[error("{what}: {source}")]
     Agent {

@@ -75,6 +75,10 @@ pub struct VmArgs {
     /// if it does not fit).
     #[arg(long, value_name = "auto|off|DIR", default_value = "auto")]
     snapshot: SnapshotUse,
+    /// Run the VMM's threads without their seccomp filters (debugging only:
+    /// it is said so in the log).
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 fn split_ro(value: &str) -> (&str, bool) {
@@ -131,6 +135,7 @@ impl VmArgs {
             shares: self.shares.clone(),
             disks: self.disks.clone(),
             snapshot: self.snapshot.clone(),
+            seccomp: !self.no_seccomp,
             ..defaults
         }
     }

@@ -44,8 +44,17 @@ pub struct RunArgs {
     #[arg(long)]
     timings: bool,
     /// Seconds to wait for the guest agent to answer.
-    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    #[arg(long, default_value_t = vmrun_sandbox::layout::DEFAULT_BOOT_TIMEOUT.as_secs(), value_name = "SECS")]
     boot_timeout: u64,
+    /// Seconds an agent call that answers at once (signals, resizes,
+    /// state) may take before the guest is taken for hung and stopped;
+    /// creating the container and starting the command get --boot-timeout.
+    #[arg(long, default_value_t = vmrun_sandbox::layout::DEFAULT_CALL_TIMEOUT.as_secs(), value_name = "SECS")]
+    agent_timeout: u64,
+    /// Let the bundle's bind mounts share host paths outside the bundle
+    /// directory (refused by default: see the README's trust model).
+    #[arg(long, requires = "bundle")]
+    allow_host_mounts: bool,
     /// Run the OCI bundle in DIR (its config.json and rootfs) as a container.
     #[arg(long, value_name = "DIR", conflicts_with = "rootfs")]
     bundle: Option<PathBuf>,
@@ -69,6 +78,9 @@ impl RunArgs {
                 ));
             }
             let mut bundle = bundle::load(dir)?;
+            if !self.allow_host_mounts {
+                bundle.check_sources_inside()?;
+            }
             bundle.terminal |= self.tty;
             return Ok(Some(bundle));
         }
@@ -90,6 +102,10 @@ impl RunArgs {
             std::env::current_exe().map_err(CliError::host("find the vmrun binary"))?;
         Ok(SandboxConfig {
             boot_timeout: Duration::from_secs(self.boot_timeout),
+            call_limits: vmrun_agent::client::CallLimits {
+                quick: Duration::from_secs(self.agent_timeout),
+                setup: Duration::from_secs(self.boot_timeout),
+            },
             share: container,
             echo_console: self.console,
             ..SandboxConfig::new(self.vm.config(), vmm_binary)

@@ -94,6 +94,51 @@ pub fn from_rootfs(rootfs: &Path, command: &RootfsCommand<'_>) -> Result<BundleS
     checked(spec, rootfs, rootfs.to_path_buf())
 }
 
+impl BundleSpec {
+    /// Refuses bind mounts whose source is outside the bundle directory
+    /// (an absolute path elsewhere, `..`, or a symlink out of it): a bundle
+    /// from somewhere else must not share the host's files by naming them.
+    /// `vmrun run --allow-host-mounts` skips this for bundles the user wrote.
+    pub fn check_sources_inside(&self) -> Result<()> {
+        let Some(mounts) = self.spec.mounts() else {
+            return Ok(());
+        };
+        let bundle = self.dir.canonicalize().map_err(|e| {
+            problem(
+                &self.dir,
+                format!("cannot resolve the bundle directory: {e}"),
+            )
+        })?;
+        for mount in mounts.iter().filter(|m| crate::guest_spec::is_bind(m)) {
+            let Some(source) = mount.source() else {
+                continue;
+            };
+            let path = self.dir.join(source);
+            let resolved = path.canonicalize().map_err(|e| {
+                problem(
+                    &self.dir,
+                    format!(
+                        "mount {}: bind source {}: {e}",
+                        mount.destination().display(),
+                        path.display()
+                    ),
+                )
+            })?;
+            if !resolved.starts_with(&bundle) {
+                return Err(problem(
+                    &self.dir,
+                    format!(
+                        "mount {}: bind source {} is outside the bundle (give --allow-host-mounts to share host paths)",
+                        mount.destination().display(),
+                        resolved.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn checked(spec: Spec, dir: &Path, rootfs: PathBuf) -> Result<BundleSpec> {
     let process = spec
         .process()
@@ -178,6 +223,53 @@ mod tests {
             err.contains("vmrun-no-such-bundle") && err.contains("config.json"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bind_sources_outside_the_bundle_are_refused_unless_allowed() {
+        let outside = std::env::temp_dir().join(format!("vmrun-outside-{}", std::process::id()));
+        std::fs::create_dir_all(&outside).unwrap();
+        let with_source =
+            |name: &str, source: &str| {
+                let mut config = default_config();
+                config["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+                "destination": "/data", "type": "bind", "source": source, "options": ["rbind"]
+            }));
+                let dir = bundle(name, &config.to_string());
+                std::fs::create_dir_all(dir.join("data")).unwrap();
+                std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
+                dir
+            };
+        let inside = with_source("inside", "data");
+        load(&inside).unwrap().check_sources_inside().unwrap();
+        let own_data = std::env::temp_dir()
+            .join(format!("vmrun-bundle-absinside-{}", std::process::id()))
+            .join("data");
+        let absolute_inside = with_source("absinside", own_data.to_str().unwrap());
+        load(&absolute_inside)
+            .unwrap()
+            .check_sources_inside()
+            .unwrap();
+        for (name, source) in [
+            ("abs", outside.to_str().unwrap()),
+            ("dotdot", "../"),
+            ("symlink", "link"),
+        ] {
+            let dir = with_source(name, source);
+            let err = load(&dir)
+                .unwrap()
+                .check_sources_inside()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("outside the bundle") && err.contains("--allow-host-mounts"),
+                "{name}: {err}"
+            );
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+        std::fs::remove_dir_all(inside).unwrap();
+        std::fs::remove_dir_all(absolute_inside).unwrap();
+        std::fs::remove_dir_all(outside).unwrap();
     }
 
     #[test]

@@ -22,6 +22,13 @@ pub const SHARE_TAG: &str = "sandbox";
 pub const GUEST_SHARED_DIR: &str = "/run/vmrun/shared";
 /// How long a new VM's agent gets to answer by default.
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long an agent call that answers at once (kill, state, stats,
+/// pause, ...) may take by default.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a call that sets up a container or process (create, start,
+/// exec, remove) may take by default: ~1 min on a software-KVM host, ~3 min
+/// on the slowest seen.
+pub const DEFAULT_SETUP_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The runtime root: `VMRUN_RUNTIME_DIR`, else [`DEFAULT_RUNTIME_ROOT`].
 pub fn runtime_root() -> PathBuf {

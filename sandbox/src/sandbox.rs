@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vm_config::{SharedDir, VmConfig};
-use vmrun_agent::client::{dial_sandbox, AgentClient, SandboxInit, StorageMount};
+use vmrun_agent::client::{
+    dial_sandbox, AgentClient, CallLimits, DeadlineMissed, SandboxInit, StorageMount,
+};
 
 use crate::error::{Result, SandboxError};
 use crate::guest_spec::ShareBind;
@@ -32,6 +34,9 @@ pub struct SandboxConfig {
     pub echo_console: bool,
     /// The guest's hostname (empty: the guest's default).
     pub hostname: String,
+    /// How long agent calls may take before the VM is taken for hung and
+    /// stopped.
+    pub call_limits: CallLimits,
 }
 
 impl SandboxConfig {
@@ -44,6 +49,10 @@ impl SandboxConfig {
             share: true,
             echo_console: false,
             hostname: String::new(),
+            call_limits: CallLimits {
+                quick: layout::DEFAULT_CALL_TIMEOUT,
+                setup: layout::DEFAULT_SETUP_TIMEOUT,
+            },
         }
     }
 }
@@ -140,19 +149,26 @@ impl Sandbox {
             share_tags: vm.shares.iter().map(|s| s.tag.clone()).collect(),
             hostname: config.hostname.clone(),
         };
+        let no_answer = |why: String| {
+            SandboxError::Vm(format!(
+                "the guest agent did not answer within {} s: {why}; \
+                 last guest console lines:\n{}",
+                config.boot_timeout.as_secs(),
+                vmm.console_tail()
+            ))
+        };
+        let dial = dial_sandbox(dir.vsock(), AGENT_VSOCK_PORT, deadline, &init);
         let agent = tokio::select! {
-            agent = dial_sandbox(dir.vsock(), AGENT_VSOCK_PORT, deadline, &init) => agent.map_err(|e| {
-                SandboxError::Vm(format!(
-                    "the guest agent did not answer within {} s: {e}; \
-                     last guest console lines:\n{}",
-                    config.boot_timeout.as_secs(),
-                    vmm.console_tail()
-                ))
-            })?,
+            agent = tokio::time::timeout_at(deadline.into(), dial) => match agent {
+                Ok(agent) => agent.map_err(|e| no_answer(e.to_string()))?,
+                Err(_) => return Err(no_answer("InitSandbox is unanswered".into())),
+            },
             reason = vmm.exit_watch().wait() => {
                 return Err(SandboxError::Vm(format!("the VM stopped while booting: {reason}")))
             }
         };
+        let (agent, missed) = agent.with_call_deadline(config.call_limits);
+        watch_deadline(missed, vmm);
         if config.share {
             agent
                 .mount_storage(StorageMount::virtiofs(SHARE_TAG, GUEST_SHARED_DIR))
@@ -219,6 +235,27 @@ impl Sandbox {
         remove_dir(&self.dir);
         tracing::info!(sandbox = self.label, "microVM stopped");
     }
+}
+
+/// When an agent call misses its deadline the guest is taken for hung and
+/// the VM is stopped, which fails everything waiting on it (and frees it).
+fn watch_deadline(mut missed: DeadlineMissed, vmm: &VmmProcess) {
+    let killer = vmm.killer();
+    let vm_gone = vmm.exit_watch().wait();
+    tokio::spawn(async move {
+        tokio::select! {
+            changed = missed.changed() => {
+                if changed.is_ok() {
+                    let why = missed.borrow().clone();
+                    if let Some(why) = &why {
+                        tracing::warn!("{why}: stopping the microVM");
+                    }
+                    killer.kill(why);
+                }
+            }
+            _ = vm_gone => {}
+        }
+    });
 }
 
 fn remove_dir(dir: &SandboxDir) {

@@ -6,12 +6,14 @@
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{watch, Notify};
 use vm_config::VmConfig;
 
 use crate::console_log::ConsoleLog;
@@ -23,8 +25,36 @@ use crate::sandbox_dir::SandboxDir;
 pub struct VmmProcess {
     pid: u32,
     console: ConsoleLog,
-    kill: Option<oneshot::Sender<()>>,
+    killer: Killer,
     exited: watch::Receiver<Option<String>>,
+}
+
+/// Kills the VMM, saying why; cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Killer {
+    notify: Arc<Notify>,
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+impl Killer {
+    /// Kills the VMM; `reason` (the first one given) goes into the report
+    /// of its end.
+    pub fn kill(&self, reason: Option<String>) {
+        if let Some(reason) = reason {
+            self.reason
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert(reason);
+        }
+        self.notify.notify_one();
+    }
+
+    fn reason(&self) -> Option<String> {
+        self.reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 impl VmmProcess {
@@ -76,20 +106,20 @@ impl VmmProcess {
         let pid = child.id().unwrap_or_default();
         let output = tokio::net::unix::pipe::Receiver::from_owned_fd(reader)
             .map_err(SandboxError::host("watch the VMM's output"))?;
-        let (kill_tx, kill_rx) = oneshot::channel();
+        let killer = Killer::default();
         let (exited_tx, exited) = watch::channel(None);
         tokio::spawn(watch_vmm(
             child,
             output,
             console.clone(),
-            kill_rx,
+            killer.clone(),
             exited_tx,
         ));
         tracing::info!(pid, "VMM started");
         Ok(Self {
             pid,
             console,
-            kill: Some(kill_tx),
+            killer,
             exited,
         })
     }
@@ -111,12 +141,21 @@ impl VmmProcess {
         ExitWatch(self.exited.clone())
     }
 
+    /// What kills this VMM.
+    pub fn killer(&self) -> Killer {
+        self.killer.clone()
+    }
+
     /// Kills the VMM and waits for it to be gone.
     pub async fn stop(&mut self) {
-        if let Some(kill) = self.kill.take() {
-            let _ = kill.send(());
-        }
+        self.killer.kill(None);
         self.exit_watch().wait().await;
+    }
+}
+
+impl Drop for VmmProcess {
+    fn drop(&mut self) {
+        self.killer.kill(None);
     }
 }
 
@@ -126,7 +165,7 @@ async fn watch_vmm(
     mut child: Child,
     mut output: tokio::net::unix::pipe::Receiver,
     console: ConsoleLog,
-    mut kill: oneshot::Receiver<()>,
+    killer: Killer,
     exited: watch::Sender<Option<String>>,
 ) {
     let pid = child.id().unwrap_or_default();
@@ -139,7 +178,7 @@ async fn watch_vmm(
                 Ok(n) => console.append(&buf[..n]),
             },
             status = child.wait() => break status,
-            _ = &mut kill => {
+            () = killer.notify.notified() => {
                 if let Err(e) = child.start_kill() {
                     tracing::warn!("cannot kill the VMM {pid}: {e}");
                 }
@@ -156,10 +195,17 @@ async fn watch_vmm(
         }
         console.append(&buf[..n]);
     }
-    let reason = match status {
+    let mut reason = match status {
+        Ok(status) if status.signal() == Some(libc::SIGSYS) => format!(
+            "the VMM (pid {pid}) was killed by its seccomp filter (SIGSYS): one of its \
+             threads made a system call outside its filter"
+        ),
         Ok(status) => format!("the VMM (pid {pid}) exited: {status}"),
         Err(e) => format!("cannot wait for the VMM (pid {pid}): {e}"),
     };
+    if let Some(why) = killer.reason() {
+        reason = format!("{why}: the microVM was stopped ({reason})");
+    }
     let reason = format!("{reason}; last guest console lines:\n{}", console.tail());
     let _ = exited.send(Some(reason));
 }

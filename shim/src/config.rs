@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use vm_config::VmConfig;
+use vmrun_agent::client::CallLimits;
 use vmrun_sandbox::SandboxConfig;
 
 use crate::error::{Result, ShimError};
@@ -28,6 +29,13 @@ pub struct ShimConfig {
     pub vmm_binary: Option<PathBuf>,
     /// Seconds to wait for a new VM's agent to answer.
     pub boot_timeout_secs: u64,
+    /// Seconds an agent call that answers at once (kill, state, stats,
+    /// pause, ...) may take; past that the VM is taken for hung, stopped and
+    /// cleaned up.
+    pub agent_timeout_secs: u64,
+    /// The same for calls that set up containers and processes (create,
+    /// start, exec, delete).
+    pub setup_timeout_secs: u64,
     /// Log level of the shim: error, warn, info, debug or trace.
     pub log_level: String,
 }
@@ -38,6 +46,8 @@ impl Default for ShimConfig {
             vm: VmConfig::default(),
             vmm_binary: None,
             boot_timeout_secs: vmrun_sandbox::layout::DEFAULT_BOOT_TIMEOUT.as_secs(),
+            agent_timeout_secs: vmrun_sandbox::layout::DEFAULT_CALL_TIMEOUT.as_secs(),
+            setup_timeout_secs: vmrun_sandbox::layout::DEFAULT_SETUP_TIMEOUT.as_secs(),
             log_level: "info".to_string(),
         }
     }
@@ -81,6 +91,9 @@ impl ShimConfig {
         if self.boot_timeout_secs == 0 {
             return bad("boot_timeout_secs must be at least 1".to_string());
         }
+        if self.agent_timeout_secs == 0 || self.setup_timeout_secs == 0 {
+            return bad("agent_timeout_secs and setup_timeout_secs must be at least 1".to_string());
+        }
         // Per sandbox, the shim's to give.
         if !self.vm.shares.is_empty() || !self.vm.disks.is_empty() || self.vm.vsock_uds.is_some() {
             return bad("[vm] shares, disks and vsock_uds are set per sandbox by the shim".into());
@@ -95,6 +108,10 @@ impl ShimConfig {
     pub fn sandbox_config(&self) -> SandboxConfig {
         SandboxConfig {
             boot_timeout: Duration::from_secs(self.boot_timeout_secs),
+            call_limits: CallLimits {
+                quick: Duration::from_secs(self.agent_timeout_secs),
+                setup: Duration::from_secs(self.setup_timeout_secs),
+            },
             ..SandboxConfig::new(self.vm.clone(), self.vmm_binary())
         }
     }

@@ -25,12 +25,6 @@ pub enum ShimError {
     /// The bundle's config.json cannot be used.
     #[error("bundle {bundle}: {problem}")]
     Bundle { bundle: String, problem: String },
-    /// A host-side operation (mount, file, process) failed.
-    #[error("{what}: {source}")]
-    Host {
-        what: String,
-        source: std::io::Error,
-    },
     /// The microVM could not be started or has stopped.
     #[error("microVM: {0}")]
     Vm(String),
@@ -46,21 +40,6 @@ pub enum ShimError {
 }
 
 impl ShimError {
-    /// A host I/O failure, saying what was being done.
-    pub fn host(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
-        let what = what.into();
-        move |source| Self::Host { what, source }
-    }
-
-    /// An errno from a nix call, saying what was being done.
-    pub fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> Self {
-        let what = what.into();
-        move |errno| Self::Host {
-            what,
-            source: std::io::Error::from(errno),
-        }
-    }
-
     fn code(&self) -> Code {
         match self {
             Self::NotFound(_) => Code::NOT_FOUND,
@@ -70,7 +49,6 @@ impl ShimError {
             }
             Self::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             Self::Unsupported(_) => Code::UNIMPLEMENTED,
-            Self::Host { .. } => Code::INTERNAL,
             Self::Vm(_) => Code::UNAVAILABLE,
             Self::Sandbox(err) => match err {
                 SandboxError::Spec(_) | SandboxError::Bundle { .. } => Code::INVALID_ARGUMENT,
@@ -94,6 +72,7 @@ fn agent_code(err: &ClientError) -> Code {
         Some(tonic::Code::FailedPrecondition) => Code::FAILED_PRECONDITION,
         Some(tonic::Code::PermissionDenied) => Code::PERMISSION_DENIED,
         Some(tonic::Code::Unimplemented) => Code::UNIMPLEMENTED,
+        Some(tonic::Code::DeadlineExceeded) => Code::DEADLINE_EXCEEDED,
         Some(_) => Code::INTERNAL,
         None => Code::UNAVAILABLE,
     }

@@ -19,7 +19,7 @@ use oci_spec::runtime::Spec;
 use vmrun_agent::client::ContainerCreate;
 use vmrun_sandbox::guest_spec;
 use vmrun_sandbox::host_mounts::HostMounts;
-use vmrun_sandbox::{Sandbox, SandboxDir};
+use vmrun_sandbox::{Sandbox, SandboxDir, SandboxError};
 
 use crate::config::ShimConfig;
 use crate::container::{Container, SandboxRole};
@@ -125,14 +125,13 @@ impl TaskService {
         for mount in &req.rootfs {
             containerd_shim::util::mount_rootfs(mount, &rootfs)
                 .await
-                .map_err(|e| ShimError::Host {
-                    what: format!(
+                .map_err(|e| {
+                    SandboxError::host(format!(
                         "mount the {} rootfs {} on {}",
                         mount.type_,
                         mount.source,
                         rootfs.display()
-                    ),
-                    source: std::io::Error::other(e.to_string()),
+                    ))(std::io::Error::other(e.to_string()))
                 })?;
             mounts.record_mount(&rootfs);
         }

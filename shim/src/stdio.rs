@@ -10,6 +10,8 @@ use std::process::Stdio;
 use tokio::io::AsyncWrite;
 use tokio::net::unix::pipe;
 
+use vmrun_sandbox::SandboxError;
+
 use crate::error::{Result, ShimError};
 
 /// Where one output stream goes.
@@ -75,7 +77,7 @@ fn open_fifo_writer(path: &Path) -> Result<OutputSink> {
     let sender = pipe::OpenOptions::new()
         .read_write(true)
         .open_sender(path)
-        .map_err(ShimError::host(format!(
+        .map_err(SandboxError::host(format!(
             "open output FIFO {}",
             path.display()
         )))?;
@@ -88,16 +90,21 @@ async fn open_file(path: &Path) -> Result<OutputSink> {
         .create(true)
         .open(path)
         .await
-        .map_err(ShimError::host(format!("open log file {}", path.display())))?;
+        .map_err(SandboxError::host(format!(
+            "open log file {}",
+            path.display()
+        )))?;
     Ok(Box::pin(file))
 }
 
 fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ShimError::sys("create a pipe"))
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(SandboxError::sys("create a pipe"))?)
 }
 
 fn sender_of(fd: OwnedFd) -> Result<OutputSink> {
-    let sender = pipe::Sender::from_owned_fd(fd).map_err(ShimError::host("use a logger pipe"))?;
+    let sender =
+        pipe::Sender::from_owned_fd(fd).map_err(SandboxError::host("use a logger pipe"))?;
     Ok(Box::pin(sender))
 }
 
@@ -140,9 +147,10 @@ async fn start_logger(
             Ok(())
         });
     }
-    let child = command
-        .spawn()
-        .map_err(ShimError::host(format!("start logger {}", path.display())))?;
+    let child = command.spawn().map_err(SandboxError::host(format!(
+        "start logger {}",
+        path.display()
+    )))?;
     drop((out_r, err_r, ready_w));
     // The logger signals readiness by closing (or writing to) fd 5.
     let ready = tokio::task::spawn_blocking(move || {
@@ -209,18 +217,17 @@ impl StdinFifo {
         let path = self.path.clone();
         let file = tokio::task::spawn_blocking(move || std::fs::File::open(path))
             .await
-            .map_err(|e| ShimError::Host {
-                what: "open stdin".into(),
-                source: std::io::Error::other(e),
-            })?
-            .map_err(ShimError::host(format!(
+            .map_err(|e| SandboxError::host("open stdin")(std::io::Error::other(e)))?
+            .map_err(SandboxError::host(format!(
                 "open stdin FIFO {}",
                 self.path.display()
             )))?;
-        pipe::Receiver::from_file(file).map_err(ShimError::host(format!(
-            "use stdin FIFO {}",
-            self.path.display()
-        )))
+        Ok(
+            pipe::Receiver::from_file(file).map_err(SandboxError::host(format!(
+                "use stdin FIFO {}",
+                self.path.display()
+            )))?,
+        )
     }
 
     /// Lets a pending `open` finish (with an immediate EOF) when no writer

@@ -83,3 +83,36 @@ fn invalid_sizes_are_refused_before_booting() {
         "{done:?}"
     );
 }
+
+/// `vmrun boot` stopped by SIGTERM exits 143 like any program killed by it,
+/// and takes its private runtime directory with it.
+#[test]
+fn sigterm_stops_boot_and_removes_its_runtime_directory() {
+    let root = std::env::temp_dir().join(format!("vmrun-boot-rt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let child = Command::new(vmrun_bin())
+        .arg("boot")
+        .env("VMRUN_RUNTIME_DIR", &root)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run vmrun boot");
+    let dir = root.join(format!("vm-{}", child.id()));
+    let started = std::time::Instant::now();
+    while !dir.join("agent.vsock").exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no {dir:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let done = child.wait_with_output().expect("wait for vmrun boot");
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert!(!dir.exists(), "{dir:?} left behind");
+    std::fs::remove_dir_all(&root).expect("clean up");
+}

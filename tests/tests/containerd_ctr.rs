@@ -277,3 +277,97 @@ fn ctr_run_with_a_terminal() {
     );
     assert_nothing_left(&ctrd);
 }
+
+/// A guest whose agent stops answering (here: its VMM is frozen with
+/// SIGSTOP) does not hang containerd: the call fails at the configured
+/// deadline saying so, the VM is stopped, and removing the task leaves
+/// nothing behind.
+#[test]
+fn a_hung_agent_fails_calls_at_the_deadline_and_is_cleaned_up() {
+    require_shim();
+    let _vm = one_vm_at_a_time();
+    let ctrd = Containerd::start();
+    let config = ctrd.dir().join("vmrun-short-deadline.toml");
+    std::fs::write(&config, "agent_timeout_secs = 20\n").unwrap();
+    let config = config.to_str().unwrap();
+    ok(
+        &ctrd,
+        "ctr run --detach",
+        &ctrd.ctr(&[
+            "run",
+            "--detach",
+            "--runtime",
+            VMRUN_RUNTIME,
+            "--runtime-config-path",
+            config,
+            IMAGE,
+            "t4",
+            "sleep",
+            "1000",
+        ]),
+    );
+    let listed = ctrd.ctr(&["task", "ls"]);
+    let vmm_pid: i32 = listed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("t4 "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid for t4: {listed:?}"));
+    // Every thread of the VMM runs under its seccomp filter (KVM's own
+    // kernel worker, listed among them, is no user thread).
+    let tasks = std::fs::read_dir(format!("/proc/{vmm_pid}/task")).unwrap();
+    let mut confined = 0;
+    for task in tasks {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let name = status.lines().next().unwrap_or_default().to_string();
+        if name.contains("kvm-") {
+            continue;
+        }
+        assert!(
+            status.contains("\nSeccomp:\t2\n"),
+            "{name} is not confined:\n{status}"
+        );
+        confined += 1;
+    }
+    assert!(confined >= 3, "main, vCPU and worker threads: {confined}");
+    // SAFETY: kill(2) of a process id we just read; no memory involved.
+    assert_eq!(unsafe { libc::kill(vmm_pid, libc::SIGSTOP) }, 0);
+
+    let started = Instant::now();
+    let kill = ctrd.ctr(&["task", "kill", "--signal", "SIGTERM", "t4"]);
+    assert!(!kill.status.success(), "a kill nobody answered: {kill:?}");
+    assert!(
+        kill.stderr
+            .contains("did not answer kill container within 20 s"),
+        "{kill:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "ctr task kill took {:?}",
+        started.elapsed()
+    );
+    let since = Instant::now();
+    while task_status(&ctrd, "t4").as_deref() != Some("STOPPED") {
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "t4 not STOPPED 60 s after its deadline: {:?}\n{}",
+            task_status(&ctrd, "t4"),
+            ctrd.log_tail(60)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{vmm_pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{vmm_pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")),
+        "the frozen VMM was not killed"
+    );
+    ok(&ctrd, "ctr task rm", &ctrd.ctr(&["task", "rm", "t4"]));
+    ok(
+        &ctrd,
+        "ctr containers rm",
+        &ctrd.ctr(&["containers", "rm", "t4"]),
+    );
+    assert_nothing_left(&ctrd);
+}

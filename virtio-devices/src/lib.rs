@@ -55,6 +55,7 @@ pub use interrupt::IrqTrigger;
 pub use mmio::{MmioError, MmioTransport, MMIO_WINDOW_SIZE};
 pub use rng::{RngDevice, RngError};
 pub use vsock::{VsockDevice, VsockError};
+pub use worker::set_worker_confinement;
 
 /// The guest memory type every device works with.
 pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;

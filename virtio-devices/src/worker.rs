@@ -1,10 +1,22 @@
 //! A device worker thread that can be stopped through a kill [`EventFd`].
 
 use std::io;
+use std::sync::OnceLock;
 use std::thread::{self, JoinHandle};
 
 use tracing::error;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+/// What every worker thread runs first, by thread name (the VMM installs
+/// its seccomp filter there); see [`set_worker_confinement`].
+static CONFINE: OnceLock<fn(&str) -> io::Result<()>> = OnceLock::new();
+
+/// Makes every device worker started from now on call `confine` with its
+/// thread name before it serves the guest. A worker it fails for aborts
+/// the process rather than run unconfined. Set once per process.
+pub fn set_worker_confinement(confine: fn(&str) -> io::Result<()>) {
+    let _ = CONFINE.set(confine);
+}
 
 /// A running worker thread. The thread function receives the kill event and
 /// must return promptly once it is signalled; its return value (typically the
@@ -23,9 +35,18 @@ impl<T: Send + 'static> Worker<T> {
     {
         let kill = EventFd::new(EFD_NONBLOCK)?;
         let thread_kill = kill.try_clone()?;
+        let thread_name = name.to_string();
         let handle = thread::Builder::new()
             .name(name.to_string())
-            .spawn(move || f(thread_kill))?;
+            .spawn(move || {
+                if let Some(confine) = CONFINE.get() {
+                    if let Err(e) = confine(&thread_name) {
+                        error!(worker = %thread_name, "cannot confine the worker: {e}");
+                        std::process::abort();
+                    }
+                }
+                f(thread_kill)
+            })?;
         Ok(Worker {
             name: name.to_string(),
             kill,

@@ -41,6 +41,9 @@ pub struct VmConfig {
     pub vsock_uds: Option<PathBuf>,
     /// Whether to restore from a snapshot instead of booting.
     pub snapshot: SnapshotUse,
+    /// Confine the VMM's threads with their seccomp filters. Off only for
+    /// debugging (`--no-seccomp`), and said so in the log.
+    pub seccomp: bool,
     /// Boot the guest a snapshot is made of (see [`crate::snapshot`]):
     /// slot-tagged shares, and on a software-KVM host one vCPU online.
     pub template: bool,
@@ -83,6 +86,7 @@ impl Default for VmConfig {
             shares: Vec::new(),
             disks: Vec::new(),
             snapshot: SnapshotUse::Auto,
+            seccomp: true,
             template: false,
         }
     }

@@ -16,6 +16,7 @@ pub mod console;
 pub mod cpu;
 pub mod devices;
 pub mod memory;
+pub mod seccomp;
 pub mod snapshot;
 pub mod vm;
 

@@ -30,6 +30,7 @@ use crate::devices::serial::{self, SavedSerial, SerialDevice, SerialSnapshot};
 use crate::devices::virtio::{self, Transports, VirtioError};
 use crate::devices::{Bus, BusError, IrqLine};
 use crate::memory::{self, GuestMemory};
+use crate::seccomp::ThreadKind;
 use crate::snapshot::state::{SnapshotInputs, SnapshotMeta, SnapshotState, VmKvmState};
 use crate::snapshot::{self, SnapshotError};
 
@@ -139,6 +140,8 @@ pub enum VmError {
     #[error("cannot start vCPU thread: {0}")]
     Thread(std::io::Error),
     #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error("snapshot memory: {0}")]
     SnapshotMemory(#[from] memory::MapError),
@@ -245,6 +248,13 @@ impl Vm {
     /// to `console`.
     pub fn start<W: Write + Send + 'static>(config: &VmConfig, console: W) -> Result<Vm, VmError> {
         config.validate()?;
+        if config.seccomp {
+            virtio_devices::set_worker_confinement(crate::seccomp::confine_worker);
+        } else {
+            tracing::warn!(
+                "seccomp is OFF: the VMM's threads run unconfined (a debugging switch only)"
+            );
+        }
         match snapshot::select(config)? {
             Some(loaded) => Self::restore(config, loaded, console),
             None => Self::boot(config, console),
@@ -337,7 +347,7 @@ impl Vm {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Self::run(parts, vcpus, cmdline_text(&cmdline), false)
+        Self::run(parts, vcpus, cmdline_text(&cmdline), false, config.seccomp)
     }
 
     /// Restores the snapshot `loaded`, bound to `config`'s vsock socket and
@@ -404,11 +414,22 @@ impl Vm {
             "restored the VM in {:.3} s",
             started.elapsed().as_secs_f64()
         );
-        Self::run(parts, vcpus, state.meta.cmdline, true)
+        Self::run(parts, vcpus, state.meta.cmdline, true, config.seccomp)
     }
 
-    /// Starts a thread per vCPU.
-    fn run(parts: Parts, vcpus: Vec<Vcpu>, cmdline: String, restored: bool) -> Result<Vm, VmError> {
+    /// Starts a thread per vCPU, each confined by the vCPU seccomp filter
+    /// (if `seccomp`) before it runs guest code.
+    fn run(
+        parts: Parts,
+        vcpus: Vec<Vcpu>,
+        cmdline: String,
+        restored: bool,
+        seccomp: bool,
+    ) -> Result<Vm, VmError> {
+        let filter = match seccomp {
+            true => Some(Arc::new(crate::seccomp::filter(ThreadKind::Vcpu)?)),
+            false => None,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let mut vm = Vm {
             events: parts.events,
@@ -426,9 +447,19 @@ impl Vm {
         for vcpu in vcpus {
             let stop = stop.clone();
             let events = parts.event_tx.clone();
+            let filter = filter.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu{}", vcpu.id()))
-                .spawn(move || vcpu.run(&stop, &events))
+                .spawn(move || {
+                    if let Some(filter) = filter {
+                        if let Err(e) = seccompiler::apply_filter(&filter) {
+                            // Never run guest code unconfined.
+                            tracing::error!("cannot confine vCPU {}: {e}", vcpu.id());
+                            std::process::abort();
+                        }
+                    }
+                    vcpu.run(&stop, &events)
+                })
                 .map_err(VmError::Thread)?;
             vm.vcpus.push(handle);
         }

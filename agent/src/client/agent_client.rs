@@ -9,6 +9,7 @@ use tokio_stream::{Stream, StreamExt};
 use tokio_util::io::ReaderStream;
 use tonic::transport::Channel;
 
+use super::call_deadline::{CallDeadline, CallLimits, DeadlineMissed, Pace};
 use super::error::ClientError;
 use super::output_stream::OutputStream;
 use crate::proto::check_response::ServingStatus;
@@ -85,6 +86,7 @@ pub struct AgentClient {
     guest: GuestClient<Channel>,
     pub(super) container: ContainerClient<Channel>,
     pub(super) storage: StorageClient<Channel>,
+    deadline: Option<Arc<CallDeadline>>,
 }
 
 impl AgentClient {
@@ -97,15 +99,53 @@ impl AgentClient {
             guest: GuestClient::new(channel.clone()),
             container: ContainerClient::new(channel.clone()),
             storage: StorageClient::new(channel),
+            deadline: None,
+        }
+    }
+
+    /// This client (and its clones) with every call bounded by `limits`;
+    /// the receiver learns which call missed its limit first.
+    pub fn with_call_deadline(mut self, limits: CallLimits) -> (Self, DeadlineMissed) {
+        let (deadline, missed) = CallDeadline::new(limits);
+        self.deadline = Some(deadline);
+        (self, missed)
+    }
+
+    /// Runs a call that answers at once under the quick limit, if any.
+    pub(super) async fn within<T>(
+        &self,
+        op: &'static str,
+        call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        self.paced(op, Pace::Quick, call).await
+    }
+
+    /// Runs a call that sets up a container or process under the setup
+    /// limit, if any.
+    pub(super) async fn within_setup<T>(
+        &self,
+        op: &'static str,
+        call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        self.paced(op, Pace::Setup, call).await
+    }
+
+    async fn paced<T>(
+        &self,
+        op: &'static str,
+        pace: Pace,
+        call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        match &self.deadline {
+            Some(deadline) => deadline.run(op, pace, call).await,
+            None => call.await,
         }
     }
 
     /// Succeeds when the agent serves.
     pub async fn check(&self) -> Result<(), ClientError> {
         let answer = self
-            .health
-            .clone()
-            .check(CheckRequest {})
+            .within("check", self.health.clone().check(CheckRequest {}))
             .await
             .map_err(ClientError::rpc("check"))?
             .into_inner();
@@ -117,9 +157,7 @@ impl AgentClient {
 
     pub async fn version(&self) -> Result<VersionResponse, ClientError> {
         Ok(self
-            .health
-            .clone()
-            .version(VersionRequest {})
+            .within("version", self.health.clone().version(VersionRequest {}))
             .await
             .map_err(ClientError::rpc("version"))?
             .into_inner())
@@ -141,9 +179,7 @@ impl AgentClient {
         command: impl Into<ExecProcessRequest>,
     ) -> Result<StartedProcess, ClientError> {
         let answer = self
-            .process
-            .clone()
-            .exec_process(command.into())
+            .within_setup("exec", self.process.clone().exec_process(command.into()))
             .await
             .map_err(ClientError::rpc("exec"))?
             .into_inner();
@@ -171,14 +207,15 @@ impl AgentClient {
     /// Sends a signal (by number, e.g. 15 for SIGTERM). A process that has
     /// already exited is not an error.
     pub async fn signal(&self, exec_id: &ExecId, signal: i32) -> Result<(), ClientError> {
-        self.process
-            .clone()
-            .signal_process(SignalProcessRequest {
+        self.within(
+            "signal",
+            self.process.clone().signal_process(SignalProcessRequest {
                 exec_id: exec_id.0.clone(),
                 signal,
-            })
-            .await
-            .map_err(ClientError::rpc("signal"))?;
+            }),
+        )
+        .await
+        .map_err(ClientError::rpc("signal"))?;
         Ok(())
     }
 
@@ -189,29 +226,31 @@ impl AgentClient {
         rows: u16,
         cols: u16,
     ) -> Result<(), ClientError> {
-        self.process
-            .clone()
-            .resize_pty(ResizePtyRequest {
+        self.within(
+            "resize pty",
+            self.process.clone().resize_pty(ResizePtyRequest {
                 exec_id: exec_id.0.clone(),
                 size: Some(PtySize {
                     rows: rows.into(),
                     cols: cols.into(),
                 }),
-            })
-            .await
-            .map_err(ClientError::rpc("resize pty"))?;
+            }),
+        )
+        .await
+        .map_err(ClientError::rpc("resize pty"))?;
         Ok(())
     }
 
     /// Ends the process's input (for a terminal: sends Ctrl-D).
     pub async fn close_stdin(&self, exec_id: &ExecId) -> Result<(), ClientError> {
-        self.process
-            .clone()
-            .close_stdin(CloseStdinRequest {
+        self.within(
+            "close stdin",
+            self.process.clone().close_stdin(CloseStdinRequest {
                 exec_id: exec_id.0.clone(),
-            })
-            .await
-            .map_err(ClientError::rpc("close stdin"))?;
+            }),
+        )
+        .await
+        .map_err(ClientError::rpc("close stdin"))?;
         Ok(())
     }
 
@@ -272,11 +311,12 @@ impl AgentClient {
     /// The process's standard output (everything, for a terminal).
     pub async fn read_stdout(&self, exec_id: &ExecId) -> Result<OutputStream, ClientError> {
         let chunks = self
-            .process
-            .clone()
-            .read_stdout(ReadOutputRequest {
-                exec_id: exec_id.0.clone(),
-            })
+            .within(
+                "read stdout",
+                self.process.clone().read_stdout(ReadOutputRequest {
+                    exec_id: exec_id.0.clone(),
+                }),
+            )
             .await
             .map_err(ClientError::rpc("read stdout"))?
             .into_inner();
@@ -286,11 +326,12 @@ impl AgentClient {
     /// The process's standard error (empty for a terminal).
     pub async fn read_stderr(&self, exec_id: &ExecId) -> Result<OutputStream, ClientError> {
         let chunks = self
-            .process
-            .clone()
-            .read_stderr(ReadOutputRequest {
-                exec_id: exec_id.0.clone(),
-            })
+            .within(
+                "read stderr",
+                self.process.clone().read_stderr(ReadOutputRequest {
+                    exec_id: exec_id.0.clone(),
+                }),
+            )
             .await
             .map_err(ClientError::rpc("read stderr"))?
             .into_inner();
@@ -303,9 +344,10 @@ impl AgentClient {
 
     pub async fn guest_details(&self) -> Result<GuestDetailsResponse, ClientError> {
         Ok(self
-            .guest
-            .clone()
-            .guest_details(GuestDetailsRequest {})
+            .within(
+                "guest details",
+                self.guest.clone().guest_details(GuestDetailsRequest {}),
+            )
             .await
             .map_err(ClientError::rpc("guest details"))?
             .into_inner())
@@ -314,9 +356,7 @@ impl AgentClient {
     /// Asks the agent to power the VM off. It answers first; the connection
     /// then goes away with the VM.
     pub async fn shutdown(&self) -> Result<(), ClientError> {
-        self.guest
-            .clone()
-            .shutdown(ShutdownRequest {})
+        self.within("shutdown", self.guest.clone().shutdown(ShutdownRequest {}))
             .await
             .map_err(ClientError::rpc("shutdown"))?;
         Ok(())

@@ -34,22 +34,24 @@ impl AgentClient {
         &self,
         mount: impl Into<MountStorageRequest>,
     ) -> Result<(), ClientError> {
-        self.storage
-            .clone()
-            .mount_storage(mount.into())
-            .await
-            .map_err(ClientError::rpc("mount storage"))?;
+        self.within_setup(
+            "mount storage",
+            self.storage.clone().mount_storage(mount.into()),
+        )
+        .await
+        .map_err(ClientError::rpc("mount storage"))?;
         Ok(())
     }
 
     pub async fn unmount_storage(&self, mount_point: &str) -> Result<(), ClientError> {
-        self.storage
-            .clone()
-            .unmount_storage(UnmountStorageRequest {
+        self.within_setup(
+            "unmount storage",
+            self.storage.clone().unmount_storage(UnmountStorageRequest {
                 mount_point: mount_point.to_owned(),
-            })
-            .await
-            .map_err(ClientError::rpc("unmount storage"))?;
+            }),
+        )
+        .await
+        .map_err(ClientError::rpc("unmount storage"))?;
         Ok(())
     }
 
@@ -62,9 +64,10 @@ impl AgentClient {
         create: impl Into<CreateContainerRequest>,
     ) -> Result<StartedProcess, ClientError> {
         let answer = self
-            .container
-            .clone()
-            .create_container(create.into())
+            .within_setup(
+                "create container",
+                self.container.clone().create_container(create.into()),
+            )
             .await
             .map_err(ClientError::rpc("create container"))?
             .into_inner();
@@ -75,13 +78,16 @@ impl AgentClient {
     }
 
     pub async fn start_container(&self, id: &str) -> Result<(), ClientError> {
-        self.container
-            .clone()
-            .start_container(StartContainerRequest {
-                container_id: id.to_owned(),
-            })
-            .await
-            .map_err(ClientError::rpc("start container"))?;
+        self.within_setup(
+            "start container",
+            self.container
+                .clone()
+                .start_container(StartContainerRequest {
+                    container_id: id.to_owned(),
+                }),
+        )
+        .await
+        .map_err(ClientError::rpc("start container"))?;
         Ok(())
     }
 
@@ -94,17 +100,20 @@ impl AgentClient {
         terminal: Option<(u16, u16)>,
     ) -> Result<StartedProcess, ClientError> {
         let answer = self
-            .container
-            .clone()
-            .exec_in_container(ExecInContainerRequest {
-                container_id: id.to_owned(),
-                process_json: process_json.into(),
-                terminal: terminal.is_some(),
-                pty_size: terminal.map(|(rows, cols)| PtySize {
-                    rows: rows.into(),
-                    cols: cols.into(),
-                }),
-            })
+            .within_setup(
+                "exec in container",
+                self.container
+                    .clone()
+                    .exec_in_container(ExecInContainerRequest {
+                        container_id: id.to_owned(),
+                        process_json: process_json.into(),
+                        terminal: terminal.is_some(),
+                        pty_size: terminal.map(|(rows, cols)| PtySize {
+                            rows: rows.into(),
+                            cols: cols.into(),
+                        }),
+                    }),
+            )
             .await
             .map_err(ClientError::rpc("exec in container"))?
             .into_inner();
@@ -122,38 +131,45 @@ impl AgentClient {
         signal: i32,
         all: bool,
     ) -> Result<(), ClientError> {
-        self.container
-            .clone()
-            .kill_container(KillContainerRequest {
+        self.within(
+            "kill container",
+            self.container.clone().kill_container(KillContainerRequest {
                 container_id: id.to_owned(),
                 signal,
                 all,
-            })
-            .await
-            .map_err(ClientError::rpc("kill container"))?;
+            }),
+        )
+        .await
+        .map_err(ClientError::rpc("kill container"))?;
         Ok(())
     }
 
     /// Removes the container; `force` also kills a running one.
     pub async fn remove_container(&self, id: &str, force: bool) -> Result<(), ClientError> {
-        self.container
-            .clone()
-            .remove_container(RemoveContainerRequest {
-                container_id: id.to_owned(),
-                force,
-            })
-            .await
-            .map_err(ClientError::rpc("remove container"))?;
+        self.within_setup(
+            "remove container",
+            self.container
+                .clone()
+                .remove_container(RemoveContainerRequest {
+                    container_id: id.to_owned(),
+                    force,
+                }),
+        )
+        .await
+        .map_err(ClientError::rpc("remove container"))?;
         Ok(())
     }
 
     pub async fn container_state(&self, id: &str) -> Result<ContainerState, ClientError> {
         let answer = self
-            .container
-            .clone()
-            .container_state(ContainerStateRequest {
-                container_id: id.to_owned(),
-            })
+            .within(
+                "container state",
+                self.container
+                    .clone()
+                    .container_state(ContainerStateRequest {
+                        container_id: id.to_owned(),
+                    }),
+            )
             .await
             .map_err(ClientError::rpc("container state"))?
             .into_inner();
@@ -173,35 +189,44 @@ impl AgentClient {
 
     pub async fn container_stats(&self, id: &str) -> Result<ContainerStatsResponse, ClientError> {
         Ok(self
-            .container
-            .clone()
-            .container_stats(ContainerStatsRequest {
-                container_id: id.to_owned(),
-            })
+            .within(
+                "container stats",
+                self.container
+                    .clone()
+                    .container_stats(ContainerStatsRequest {
+                        container_id: id.to_owned(),
+                    }),
+            )
             .await
             .map_err(ClientError::rpc("container stats"))?
             .into_inner())
     }
 
     pub async fn pause_container(&self, id: &str) -> Result<(), ClientError> {
-        self.container
-            .clone()
-            .pause_container(PauseContainerRequest {
-                container_id: id.to_owned(),
-            })
-            .await
-            .map_err(ClientError::rpc("pause container"))?;
+        self.within(
+            "pause container",
+            self.container
+                .clone()
+                .pause_container(PauseContainerRequest {
+                    container_id: id.to_owned(),
+                }),
+        )
+        .await
+        .map_err(ClientError::rpc("pause container"))?;
         Ok(())
     }
 
     pub async fn resume_container(&self, id: &str) -> Result<(), ClientError> {
-        self.container
-            .clone()
-            .resume_container(ResumeContainerRequest {
-                container_id: id.to_owned(),
-            })
-            .await
-            .map_err(ClientError::rpc("resume container"))?;
+        self.within(
+            "resume container",
+            self.container
+                .clone()
+                .resume_container(ResumeContainerRequest {
+                    container_id: id.to_owned(),
+                }),
+        )
+        .await
+        .map_err(ClientError::rpc("resume container"))?;
         Ok(())
     }
 
@@ -212,14 +237,17 @@ impl AgentClient {
         id: &str,
         resources_json: impl Into<Bytes>,
     ) -> Result<(), ClientError> {
-        self.container
-            .clone()
-            .update_container(UpdateContainerRequest {
-                container_id: id.to_owned(),
-                resources_json: resources_json.into(),
-            })
-            .await
-            .map_err(ClientError::rpc("update container"))?;
+        self.within(
+            "update container",
+            self.container
+                .clone()
+                .update_container(UpdateContainerRequest {
+                    container_id: id.to_owned(),
+                    resources_json: resources_json.into(),
+                }),
+        )
+        .await
+        .map_err(ClientError::rpc("update container"))?;
         Ok(())
     }
 }

@@ -41,6 +41,7 @@
 //! ```
 
 mod agent_client;
+mod call_deadline;
 mod container_api;
 mod container_requests;
 mod error;
@@ -50,6 +51,7 @@ mod output_stream;
 mod sandbox;
 
 pub use agent_client::{AgentClient, ExecId, ProcessExit, StartedProcess};
+pub use call_deadline::{CallLimits, DeadlineMissed};
 pub use container_api::ContainerState;
 pub use container_requests::{ContainerCreate, StorageMount};
 pub use error::ClientError;

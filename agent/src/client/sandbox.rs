@@ -53,8 +53,7 @@ impl AgentClient {
             share_tags: init.share_tags.clone(),
         };
         Ok(self
-            .guest_client()
-            .init_sandbox(request)
+            .within_setup("init sandbox", self.guest_client().init_sandbox(request))
             .await
             .map_err(ClientError::rpc("init sandbox"))?
             .into_inner())

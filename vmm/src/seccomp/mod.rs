@@ -1,0 +1,138 @@
+//! Seccomp filters for the VMM's threads, one per kind of thread, built
+//! with `seccompiler` from the tables in [`filters`] (data, with a reason
+//! for every system call). A thread installs its filter before it runs
+//! anything the guest drives; a system call outside it kills the VMM
+//! process (`SIGSYS`), which its supervisor reports as such.
+//!
+//! Filters are inherited by the threads a thread starts, and vCPU threads
+//! start device workers (a driver's `DRIVER_OK` register write activates
+//! the device), so the vCPU filter also holds what the workers need; each
+//! worker then narrows to its own.
+
+mod filters;
+
+use std::io;
+
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+
+pub use filters::ThreadKind;
+
+/// Why a thread could not be confined.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("cannot build the seccomp filter of the {kind} thread: {source}")]
+    Build {
+        kind: &'static str,
+        source: seccompiler::BackendError,
+    },
+    #[error("cannot install the seccomp filter of the {kind} thread: {source}")]
+    Install {
+        kind: &'static str,
+        source: seccompiler::Error,
+    },
+}
+
+/// The compiled filter of `kind`.
+pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
+    let build = |source| SeccompError::Build {
+        kind: kind.name(),
+        source,
+    };
+    let rules = kind
+        .syscalls()
+        .into_iter()
+        .map(|(nr, _why)| (nr, Vec::new()))
+        .collect();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::KillProcess,
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )
+    .map_err(build)?;
+    filter.try_into().map_err(build)
+}
+
+/// Installs the filter of `kind` on the calling thread (and so on every
+/// thread it starts from now on).
+pub fn confine_current_thread(kind: ThreadKind) -> Result<(), SeccompError> {
+    let program = filter(kind)?;
+    seccompiler::apply_filter(&program).map_err(|source| SeccompError::Install {
+        kind: kind.name(),
+        source,
+    })
+}
+
+/// The confinement of device worker threads, by thread name (see
+/// `virtio_devices::set_worker_confinement`).
+pub fn confine_worker(name: &str) -> io::Result<()> {
+    let kind = ThreadKind::of_worker(name).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("no seccomp filter for a worker named {name:?}"),
+        )
+    })?;
+    confine_current_thread(kind).map_err(io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_filter_compiles_and_workers_are_named() {
+        for kind in ThreadKind::ALL {
+            assert!(!filter(kind).unwrap().is_empty(), "{}", kind.name());
+        }
+        for name in ["vsock", "virtio-fs", "virtio-blk", "virtio-rng"] {
+            assert!(ThreadKind::of_worker(name).is_some(), "{name}");
+        }
+        assert!(confine_worker("something-else").is_err());
+    }
+
+    #[test]
+    fn the_vcpu_filter_holds_every_worker_syscall() {
+        let vcpu: Vec<i64> = ThreadKind::Vcpu
+            .syscalls()
+            .iter()
+            .map(|(nr, _)| *nr)
+            .collect();
+        for kind in ThreadKind::ALL {
+            for (nr, why) in kind.syscalls() {
+                if kind != ThreadKind::Main {
+                    assert!(vcpu.contains(&nr), "{} {nr} ({why})", kind.name());
+                }
+            }
+        }
+    }
+
+    /// In a child process: a filtered thread that makes a call outside its
+    /// filter is killed with SIGSYS.
+    #[test]
+    fn a_call_outside_the_filter_kills_with_sigsys() {
+        // Built before the fork: the child must not allocate.
+        let program = filter(ThreadKind::Rng).unwrap();
+        // SAFETY: the child only installs the filter and makes system calls
+        // before _exit; it touches no lock another thread could hold.
+        match unsafe { libc::fork() } {
+            0 => {
+                if seccompiler::apply_filter(&program).is_err() {
+                    // SAFETY: _exit is async-signal-safe.
+                    unsafe { libc::_exit(2) };
+                }
+                // The rng worker never traces anything.
+                // SAFETY: a plain system call.
+                unsafe { libc::syscall(libc::SYS_ptrace, 0, 0, 0, 0) };
+                // SAFETY: _exit is async-signal-safe.
+                unsafe { libc::_exit(0) };
+            }
+            pid => {
+                let mut status = 0;
+                // SAFETY: waits for our own child.
+                assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                assert!(libc::WIFSIGNALED(status), "status {status:#x}");
+                assert_eq!(libc::WTERMSIG(status), libc::SIGSYS);
+            }
+        }
+    }
+}
