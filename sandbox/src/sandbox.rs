@@ -79,6 +79,13 @@ pub struct Sandbox {
 /// caller dropped the future), after the VMM it holds is gone.
 struct DirGuard<'a>(Option<&'a SandboxDir>);
 
+impl DirGuard<'_> {
+    /// The start finished: the directory stays.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
 impl Drop for DirGuard<'_> {
     fn drop(&mut self) {
         if let Some(dir) = self.0.take() {
@@ -94,7 +101,7 @@ impl Sandbox {
     pub async fn start(config: &SandboxConfig, dir: SandboxDir, label: &str) -> Result<Arc<Self>> {
         let started = Instant::now();
         dir.create(label)?;
-        let mut guard = DirGuard(Some(&dir));
+        let guard = DirGuard(Some(&dir));
         let mut vm = config.vm.clone();
         vm.vsock_uds = Some(dir.vsock());
         if config.share {
@@ -114,7 +121,7 @@ impl Sandbox {
                 return Err(err);
             }
         };
-        guard.0 = None;
+        guard.disarm();
         let times = StartTimes {
             vmm_spawned,
             agent_ready: started.elapsed(),
@@ -126,7 +133,6 @@ impl Sandbox {
         );
         let vmm_pid = vmm.pid();
         let exit = vmm.exit_watch();
-        drop(guard);
         Ok(Arc::new(Self {
             label: label.to_string(),
             dir,
