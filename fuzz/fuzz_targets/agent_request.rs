@@ -9,10 +9,16 @@
 //! A few selectors skip the protobuf layer and hand the bytes straight to
 //! the JSON parsers (`spec_json`, `process_json`, `resources_json`) inside
 //! an otherwise valid request, so that the fuzzer spends its time there.
+//! Selectors from 224 up are structure-aware: the rest of the input builds
+//! one of the checked messages field by field (`arbitrary`), which is
+//! encoded and then goes the same way as raw bytes. Byte-level mutations
+//! rarely keep protobuf's length prefixes consistent, so without this the
+//! checks behind a decoded message are reached with few distinct values.
 //! Nothing here needs root or starts a process.
 
 #![no_main]
 
+use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use vmrun_agent::fuzz_hooks as hooks;
@@ -115,8 +121,182 @@ fn run(selector: u8, bytes: &[u8]) {
     }
 }
 
+#[derive(Arbitrary, Debug)]
+struct ArbUser {
+    uid: u32,
+    gid: u32,
+    additional_gids: Vec<u32>,
+}
+
+#[derive(Arbitrary, Debug)]
+struct ArbPty {
+    rows: u32,
+    cols: u32,
+}
+
+/// The checked requests, field by field.
+#[derive(Arbitrary, Debug)]
+enum Structured {
+    Exec {
+        argv: Vec<String>,
+        env: Vec<String>,
+        cwd: String,
+        user: Option<ArbUser>,
+        terminal: bool,
+        pty_size: Option<ArbPty>,
+    },
+    ResizePty {
+        exec_id: String,
+        size: Option<ArbPty>,
+    },
+    Create {
+        container_id: String,
+        spec_json: Vec<u8>,
+        rootfs: String,
+        writable_overlay: bool,
+        terminal: bool,
+        pty_size: Option<ArbPty>,
+    },
+    ExecIn {
+        container_id: String,
+        process_json: Vec<u8>,
+        terminal: bool,
+        pty_size: Option<ArbPty>,
+    },
+    Update {
+        container_id: String,
+        resources_json: Vec<u8>,
+    },
+    Mount {
+        source: String,
+        fstype: String,
+        mount_point: String,
+        options: Vec<String>,
+        read_only: bool,
+    },
+    Unmount {
+        mount_point: String,
+    },
+}
+
+fn pty(p: Option<ArbPty>) -> Option<PtySize> {
+    p.map(|p| PtySize {
+        rows: p.rows,
+        cols: p.cols,
+    })
+}
+
+/// Encodes the structured request and runs it through the raw path.
+fn run_structured(s: Structured) {
+    let (selector, bytes) = match s {
+        Structured::Exec {
+            argv,
+            env,
+            cwd,
+            user,
+            terminal,
+            pty_size,
+        } => (
+            2,
+            ExecProcessRequest {
+                argv,
+                env,
+                cwd,
+                user: user.map(|u| User {
+                    uid: u.uid,
+                    gid: u.gid,
+                    additional_gids: u.additional_gids,
+                }),
+                terminal,
+                pty_size: pty(pty_size),
+            }
+            .encode_to_vec(),
+        ),
+        Structured::ResizePty { exec_id, size } => (
+            5,
+            ResizePtyRequest {
+                exec_id,
+                size: pty(size),
+            }
+            .encode_to_vec(),
+        ),
+        Structured::Create {
+            container_id,
+            spec_json,
+            rootfs,
+            writable_overlay,
+            terminal,
+            pty_size,
+        } => (
+            14,
+            CreateContainerRequest {
+                container_id,
+                spec_json: spec_json.into(),
+                rootfs,
+                writable_overlay,
+                terminal,
+                pty_size: pty(pty_size),
+            }
+            .encode_to_vec(),
+        ),
+        Structured::ExecIn {
+            container_id,
+            process_json,
+            terminal,
+            pty_size,
+        } => (
+            16,
+            ExecInContainerRequest {
+                container_id,
+                process_json: process_json.into(),
+                terminal,
+                pty_size: pty(pty_size),
+            }
+            .encode_to_vec(),
+        ),
+        Structured::Update {
+            container_id,
+            resources_json,
+        } => (
+            23,
+            UpdateContainerRequest {
+                container_id,
+                resources_json: resources_json.into(),
+            }
+            .encode_to_vec(),
+        ),
+        Structured::Mount {
+            source,
+            fstype,
+            mount_point,
+            options,
+            read_only,
+        } => (
+            12,
+            MountStorageRequest {
+                source,
+                fstype,
+                mount_point,
+                options,
+                read_only,
+            }
+            .encode_to_vec(),
+        ),
+        Structured::Unmount { mount_point } => {
+            (13, UnmountStorageRequest { mount_point }.encode_to_vec())
+        }
+    };
+    run(selector, &bytes);
+}
+
 fuzz_target!(|data: &[u8]| {
-    if let Some((&selector, bytes)) = data.split_first() {
-        run(selector, bytes);
+    match data.split_first() {
+        Some((&selector, bytes)) if selector >= 224 => {
+            if let Ok(s) = Structured::arbitrary_take_rest(Unstructured::new(bytes)) {
+                run_structured(s);
+            }
+        }
+        Some((&selector, bytes)) => run(selector, bytes),
+        None => {}
     }
 });

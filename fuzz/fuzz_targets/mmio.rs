@@ -19,6 +19,7 @@ use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_VERSION_1,
 };
 use virtio_bindings::virtio_mmio::*;
+use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_devices::{GuestMemoryMmap, MmioTransport, RngDevice};
 use vm_memory::{Bytes, GuestAddress};
 use vmrun_fuzz::{interrupt, is_signalled, wait_for};
@@ -78,6 +79,10 @@ enum Op {
     },
     /// Makes `head` available in the queue `Init` sets up.
     Publish { head: u8 },
+    /// A whole request in the queue `Init` sets up, as a driver makes one:
+    /// descriptors (NEXT-linked) at the next free entries, published and
+    /// notified.
+    Chain { descs: Vec<(u16, u16, bool)> },
     /// QueueNotify.
     Notify { queue: u8 },
     /// Raw bytes into guest memory (rings, indirect tables, ...).
@@ -97,8 +102,10 @@ struct Harness {
     mem: GuestMemoryMmap,
     /// The last QueueSel the guest wrote (the register is write-only).
     queue_sel: u32,
-    /// The size `Init` configured, for `Desc` and `Publish`.
+    /// The size `Init` configured, for `Desc`, `Publish` and `Chain`.
     init_size: u16,
+    /// The next descriptor `Chain` uses.
+    next_desc: u16,
     rings: Option<Rings>,
 }
 
@@ -190,6 +197,7 @@ impl Harness {
             u16::from(size_log2) * 3
         };
         self.init_size = size.clamp(1, RNG_QUEUE_MAX);
+        self.next_desc = 0;
         let ack = VIRTIO_CONFIG_S_ACKNOWLEDGE;
         let drv = ack | VIRTIO_CONFIG_S_DRIVER;
         let fok = drv | VIRTIO_CONFIG_S_FEATURES_OK;
@@ -285,6 +293,29 @@ impl Harness {
                 let _ = self.mem.write_slice(&raw, GuestAddress(DESC + 16 * index));
             }
             Op::Publish { head } => self.publish(u16::from(head)),
+            Op::Chain { ref descs } => {
+                let n = descs.len().clamp(1, 4) as u16;
+                let head = self.next_desc % self.init_size;
+                for i in 0..n {
+                    let (addr, len, write) = descs.get(usize::from(i)).copied().unwrap_or_default();
+                    let index = (head + i) % self.init_size;
+                    let next = (index + 1) % self.init_size;
+                    let mut flags = if write { VRING_DESC_F_WRITE as u16 } else { 0 };
+                    if i + 1 < n {
+                        flags |= VRING_DESC_F_NEXT as u16;
+                    }
+                    let mut raw = [0u8; 16];
+                    raw[0..8].copy_from_slice(&u64::from(addr).to_le_bytes());
+                    raw[8..12].copy_from_slice(&u32::from(len).to_le_bytes());
+                    raw[12..14].copy_from_slice(&flags.to_le_bytes());
+                    raw[14..16].copy_from_slice(&next.to_le_bytes());
+                    let at = DESC + 16 * u64::from(index);
+                    let _ = self.mem.write_slice(&raw, GuestAddress(at));
+                }
+                self.next_desc = (head + n) % self.init_size;
+                self.publish(head);
+                self.w32(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+            }
             Op::Notify { queue } => self.w32(VIRTIO_MMIO_QUEUE_NOTIFY, u32::from(queue % 2)),
             Op::Mem { addr, ref data } => {
                 let n = data.len().min(256);
@@ -305,6 +336,7 @@ fuzz_target!(|ops: Vec<Op>| {
         mem,
         queue_sel: 0,
         init_size: 16,
+        next_desc: 0,
         rings: None,
     };
     for op in ops.iter().take(64) {
