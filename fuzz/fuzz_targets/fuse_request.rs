@@ -76,12 +76,61 @@ enum OutBuf {
     None,
 }
 
+/// Opcodes the device serves, with the size of their fixed arguments
+/// (FUSE 7.33 ABI): most messages get arguments of the right size, so that
+/// the names and data after them are where the server looks.
+const OPCODES: [(u32, usize); 40] = [
+    (1, 0),   // LOOKUP
+    (2, 8),   // FORGET
+    (3, 16),  // GETATTR
+    (4, 88),  // SETATTR
+    (5, 0),   // READLINK
+    (6, 0),   // SYMLINK
+    (8, 16),  // MKNOD
+    (9, 8),   // MKDIR
+    (10, 0),  // UNLINK
+    (11, 0),  // RMDIR
+    (12, 8),  // RENAME
+    (13, 8),  // LINK
+    (14, 8),  // OPEN
+    (15, 40), // READ
+    (16, 40), // WRITE
+    (17, 0),  // STATFS
+    (18, 24), // RELEASE
+    (20, 16), // FSYNC
+    (21, 8),  // SETXATTR
+    (22, 8),  // GETXATTR
+    (23, 8),  // LISTXATTR
+    (24, 0),  // REMOVEXATTR
+    (25, 24), // FLUSH
+    (26, 16), // INIT
+    (27, 8),  // OPENDIR
+    (28, 40), // READDIR
+    (29, 24), // RELEASEDIR
+    (30, 16), // FSYNCDIR
+    (31, 48), // GETLK
+    (32, 48), // SETLK
+    (34, 8),  // ACCESS
+    (35, 16), // CREATE
+    (36, 8),  // INTERRUPT
+    (39, 32), // IOCTL
+    (42, 8),  // BATCH_FORGET
+    (43, 32), // FALLOCATE
+    (44, 40), // READDIRPLUS
+    (45, 16), // RENAME2
+    (46, 24), // LSEEK
+    (47, 56), // COPY_FILE_RANGE
+];
+
 #[derive(Arbitrary, Debug)]
 struct Msg {
-    /// Opcode `opcode % 52` (0 and the holes included), or `raw_opcode`
-    /// when `opcode` is 255.
+    /// One of [`OPCODES`], or, from 240 up, opcode `raw_opcode % 64` (the
+    /// holes and unknown ones included) or (255) `raw_opcode` itself.
     opcode: u8,
     raw_opcode: u32,
+    /// The message as generated: fixed arguments not cut or padded to their
+    /// size, every name and the tail appended whatever the opcode takes.
+    raw_fixed: bool,
     /// Node `nodeid % 8`, or `raw_nodeid` when `nodeid` is 255.
     nodeid: u8,
     raw_nodeid: u64,
@@ -110,10 +159,13 @@ struct Input {
 }
 
 fn message(msg: &Msg, unique: u64) -> Vec<u8> {
-    let opcode = if msg.opcode == 255 {
-        msg.raw_opcode
-    } else {
-        u32::from(msg.opcode % 52)
+    let (opcode, fixed_len) = match msg.opcode {
+        255 => (msg.raw_opcode, None),
+        240.. => (msg.raw_opcode % 64, None),
+        i => {
+            let (op, len) = OPCODES[usize::from(i) % OPCODES.len()];
+            (op, Some(len))
+        }
     };
     let nodeid = if msg.nodeid == 255 {
         msg.raw_nodeid
@@ -121,20 +173,37 @@ fn message(msg: &Msg, unique: u64) -> Vec<u8> {
         u64::from(msg.nodeid % 8)
     };
     let mut body = msg.fixed[..msg.fixed.len().min(128)].to_vec();
+    if let (Some(len), false) = (fixed_len, msg.raw_fixed) {
+        body.resize(len, 0);
+    }
     if opcode == FALLOCATE && body.len() >= 24 {
         let mut length = [0u8; 8];
         length.copy_from_slice(&body[16..24]);
         let capped = u64::from_le_bytes(length).min(MAX_FALLOCATE);
         body[16..24].copy_from_slice(&capped.to_le_bytes());
     }
-    let names = &msg.names[..msg.names.len().min(3)];
-    for (i, name) in names.iter().enumerate() {
+    // A well-formed message has as many names as its opcode takes, and a
+    // tail only where data follows them.
+    let shaped = fixed_len.is_some() && !msg.raw_fixed;
+    let (n_names, tail) = match opcode {
+        _ if !shaped => (msg.names.len().min(3), true),
+        1 | 8 | 9 | 10 | 11 | 13 | 22 | 24 | 35 => (1, false),
+        6 | 12 | 45 => (2, false),
+        21 => (1, true),
+        16 | 39 => (0, true),
+        _ => (0, false),
+    };
+    let fallback = Name::New(0);
+    for i in 0..n_names {
+        let name = msg.names.get(i).unwrap_or(&fallback);
         body.extend_from_slice(&name.bytes());
-        if !(msg.unterminated && i + 1 == names.len()) {
+        if !(msg.unterminated && i + 1 == n_names) {
             body.push(0);
         }
     }
-    body.extend_from_slice(&msg.tail[..msg.tail.len().min(8192)]);
+    if tail {
+        body.extend_from_slice(&msg.tail[..msg.tail.len().min(8192)]);
+    }
     let id = if msg.unprivileged { 1000 } else { 0 };
     let len = (std::mem::size_of::<InHeader>() + body.len()) as u32;
     let header = InHeader {
