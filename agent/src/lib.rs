@@ -36,6 +36,9 @@ pub mod client;
 #[cfg(feature = "server")]
 pub mod container;
 #[cfg(feature = "server")]
+#[doc(hidden)]
+pub mod fuzz_hooks;
+#[cfg(feature = "server")]
 pub mod inherited_env;
 #[cfg(feature = "server")]
 pub mod init;

@@ -1,9 +1,11 @@
 //! `cargo xtask bench`: vmrun's figures, printed beside a reference VMM
 //! measured in the same run. Benchmarks print numbers; they assert nothing.
+//! `cargo xtask fuzz` runs the fuzz targets of `fuzz/`.
 
 mod boot_bench;
 mod container_bench;
 mod containerd_bench;
+mod fuzz;
 mod measure;
 mod restore_bench;
 
@@ -28,6 +30,9 @@ enum Command {
     /// Snapshot restore against a cold boot and QEMU's `-incoming`, and the
     /// host memory of many restored sandboxes.
     BenchRestore(restore_bench::RestoreBenchArgs),
+    /// The cargo-fuzz targets of fuzz/, each for a while (needs nightly and
+    /// cargo-fuzz).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         Command::BenchContainerd(args) => containerd_bench::run(&args),
         Command::BenchContainers(args) => container_bench::run(&args),
         Command::BenchRestore(args) => restore_bench::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     }
 }

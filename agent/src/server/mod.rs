@@ -9,7 +9,7 @@
 
 mod container_service;
 mod error;
-mod exec_request;
+pub(crate) mod exec_request;
 mod guest_service;
 mod health_service;
 mod output_reader;

@@ -3,7 +3,7 @@
 
 mod error;
 mod manager;
-mod request;
+pub(crate) mod request;
 
 pub use error::StorageError;
 pub use manager::StorageManager;
