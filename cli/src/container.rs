@@ -4,11 +4,11 @@
 //! agent creates the container, whose init then gets the host's stdio like
 //! any process.
 
-use vmrun_agent::client::{AgentClient, ContainerCreate};
+use vmrun_agent::client::AgentClient;
 use vmrun_sandbox::bundle::BundleSpec;
 use vmrun_sandbox::guest_spec;
 use vmrun_sandbox::host_mounts::HostMounts;
-use vmrun_sandbox::{Sandbox, SandboxError};
+use vmrun_sandbox::Sandbox;
 
 use crate::run::{terminal_size, Launched};
 use crate::{CliError, Result};
@@ -23,10 +23,7 @@ pub async fn create(
 ) -> Result<Launched> {
     let guest = guest_spec::for_guest(bundle.spec.clone(), &bundle.dir, id, None)?;
     // The host's copy is never written: the guest's overlay takes the writes.
-    let guest_rootfs = sandbox.share_container(id, &bundle.rootfs, true, &guest.binds, mounts)?;
-    let spec_json = serde_json::to_vec(&guest.spec)
-        .map_err(|e| SandboxError::Spec(format!("cannot encode the runtime spec: {e}")))?;
-    let mut create = ContainerCreate::new(id, spec_json, guest_rootfs);
+    let mut create = sandbox.share_container(id, &guest, &bundle.rootfs, true, mounts)?;
     if !bundle.read_only_root {
         create = create.writable_overlay();
     }

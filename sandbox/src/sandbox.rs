@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use vm_config::{SharedDir, VmConfig};
 use vmrun_agent::client::{
-    dial_sandbox, AgentClient, CallLimits, DeadlineMissed, SandboxInit, StorageMount,
+    dial_sandbox, AgentClient, CallLimits, ContainerCreate, DeadlineMissed, SandboxInit,
+    StorageMount,
 };
 
 use crate::error::{Result, SandboxError};
-use crate::guest_spec::ShareBind;
+use crate::guest_spec::GuestSpec;
 use crate::host_mounts::{HostDir, HostMounts};
 use crate::layout::{self, AGENT_VSOCK_PORT, GUEST_SHARED_DIR, SHARE_TAG};
 use crate::sandbox_dir::SandboxDir;
@@ -212,27 +213,34 @@ impl Sandbox {
         self.exit.reason()
     }
 
-    /// Puts a container's rootfs (read-only to the guest if asked) and bind
-    /// sources into the share, recording the mounts in `mounts`; returns the
-    /// guest path of its root.
+    /// Puts a container's rootfs (read-only to the guest if asked) and the
+    /// bind sources of its guest spec into the share, recording the mounts
+    /// in `mounts`; returns the agent's create request for it (spec and
+    /// guest root), for the caller to add its terminal and overlay choice.
     pub fn share_container(
         &self,
         container_id: &str,
+        guest: &GuestSpec,
         rootfs: &Path,
         rootfs_read_only: bool,
-        binds: &[ShareBind],
         mounts: &mut HostMounts,
-    ) -> Result<String> {
+    ) -> Result<ContainerCreate> {
+        let spec_json = serde_json::to_vec(&guest.spec)
+            .map_err(|e| SandboxError::Spec(format!("cannot encode the runtime spec: {e}")))?;
         let shared = HostDir::open(&self.dir.shared())?;
         let container = mounts.create_dir(&shared, container_id)?;
         mounts.bind(rootfs, &container, "rootfs", rootfs_read_only)?;
-        if !binds.is_empty() {
+        if !guest.binds.is_empty() {
             let sources = mounts.create_dir(&container, "mounts")?;
-            for bind in binds {
+            for bind in &guest.binds {
                 mounts.bind(&bind.source, &sources, &bind.name, bind.read_only)?;
             }
         }
-        Ok(layout::guest_rootfs(container_id))
+        Ok(ContainerCreate::new(
+            container_id,
+            spec_json,
+            layout::guest_rootfs(container_id),
+        ))
     }
 
     /// Stops the VM and removes the sandbox directory.

@@ -110,45 +110,34 @@ impl SandboxDir {
         self.path.join("shared")
     }
 
-    /// Unmounts whatever is still mounted under it, then removes it. Never
-    /// deletes through a mount: a mount that cannot be removed keeps the
-    /// directory (and is reported) rather than risking host files.
+    /// Unmounts whatever is still mounted under it, then removes it (see
+    /// [`remove_unmounted`]).
     pub fn remove(&self) -> Result<()> {
-        if !self.path.exists() {
-            return Ok(());
-        }
-        unmount_under(&self.path)?;
-        if has_mounts_under(&self.path)? {
-            return Err(SandboxError::Busy(format!(
-                "{} still has mounts under it; left in place",
-                self.path.display()
-            )));
-        }
-        std::fs::remove_dir_all(&self.path).map_err(SandboxError::host(format!(
-            "remove {}",
-            self.path.display()
-        )))
+        remove_unmounted(&self.path)
     }
-}
 
-impl SandboxDir {
     /// Takes away one container's part of the share (unmounts, then removes
     /// it), for a shim cleaning up after a pod member whose shim is gone.
     pub fn remove_container(&self, container_id: &str) -> Result<()> {
-        let shared = self.shared().join(container_id);
-        if !shared.exists() {
-            return Ok(());
-        }
-        unmount_under(&shared)?;
-        if has_mounts_under(&shared)? {
-            return Err(SandboxError::Busy(format!(
-                "{} still has mounts under it; left in place",
-                shared.display()
-            )));
-        }
-        std::fs::remove_dir_all(&shared)
-            .map_err(SandboxError::host(format!("remove {}", shared.display())))
+        remove_unmounted(&self.shared().join(container_id))
     }
+}
+
+/// Unmounts whatever is mounted under `path`, then removes it (a missing
+/// one is fine). Never deletes through a mount: one that cannot be removed
+/// keeps the directory (and is reported) rather than risking host files.
+fn remove_unmounted(path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    unmount_under(path)?;
+    if has_mounts_under(path)? {
+        return Err(SandboxError::Busy(format!(
+            "{} still has mounts under it; left in place",
+            path.display()
+        )));
+    }
+    std::fs::remove_dir_all(path).map_err(SandboxError::host(format!("remove {}", path.display())))
 }
 
 /// Removes every `vm-<pid>` directory under `root` whose process no longer

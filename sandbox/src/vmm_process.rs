@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -211,7 +211,7 @@ async fn watch_vmm(
 }
 
 /// Writes `config` as JSON to a new root-only file at `path`.
-fn write_private(path: &PathBuf, config: &VmConfig) -> Result<()> {
+fn write_private(path: &Path, config: &VmConfig) -> Result<()> {
     let json = serde_json::to_vec_pretty(config)
         .map_err(|e| SandboxError::Vm(format!("cannot encode the VM configuration: {e}")))?;
     std::fs::OpenOptions::new()

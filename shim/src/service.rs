@@ -16,7 +16,6 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::ExitSignal;
 use oci_spec::runtime::Spec;
-use vmrun_agent::client::ContainerCreate;
 use vmrun_sandbox::guest_spec;
 use vmrun_sandbox::host_mounts::HostMounts;
 use vmrun_sandbox::{Sandbox, SandboxDir, SandboxError};
@@ -193,11 +192,8 @@ impl TaskService {
     ) -> Result<Arc<Container>> {
         let id = req.id.as_str();
         let guest = guest_spec::for_guest(spec, bundle, id, pod_pid)?;
-        let guest_rootfs =
-            sandbox.share_container(id, &bundle.join("rootfs"), false, &guest.binds, mounts)?;
-        let spec_json = serde_json::to_vec(&guest.spec)
-            .map_err(|e| ShimError::InvalidArgument(format!("runtime spec: {e}")))?;
-        let mut create = ContainerCreate::new(id, spec_json, guest_rootfs);
+        let mut create =
+            sandbox.share_container(id, &guest, &bundle.join("rootfs"), false, mounts)?;
         if req.terminal {
             create = create.terminal(INITIAL_PTY.0, INITIAL_PTY.1);
         }
