@@ -12,6 +12,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub mod guest;
+mod jail;
+
+pub use jail::{JailConfig, MIN_OPEN_FILES};
 
 /// Where the set-up installs the guest kernel and initramfs.
 pub const DEFAULT_SHARE_DIR: &str = "/usr/local/share/vmrun";
@@ -44,6 +47,8 @@ pub struct VmConfig {
     /// Confine the VMM's threads with their seccomp filters. Off only for
     /// debugging (`--no-seccomp`), and said so in the log.
     pub seccomp: bool,
+    /// Confinement of the VMM process.
+    pub jail: JailConfig,
     /// Boot the guest a snapshot is made of (see [`crate::snapshot`]):
     /// slot-tagged shares, and on a software-KVM host one vCPU online.
     pub template: bool,
@@ -87,6 +92,7 @@ impl Default for VmConfig {
             disks: Vec::new(),
             snapshot: SnapshotUse::Auto,
             seccomp: true,
+            jail: JailConfig::default(),
             template: false,
         }
     }
@@ -177,6 +183,10 @@ pub enum ConfigError {
     TooManyDevices(usize),
     #[error("shared directory tag {0:?} is used twice")]
     DuplicateTag(String),
+    #[error("jail.open_files must be at least {MIN_OPEN_FILES}, got {0}")]
+    OpenFiles(u64),
+    #[error("jail.file_size_mib must be at least 1")]
+    FileSize,
 }
 
 /// virtio-mmio devices get GSIs 5..=23 of the IOAPIC.
@@ -195,6 +205,12 @@ impl VmConfig {
         let devices = 2 + self.shares.len() + self.disks.len();
         if devices > MAX_VIRTIO_DEVICES {
             return Err(ConfigError::TooManyDevices(devices));
+        }
+        if self.jail.open_files < MIN_OPEN_FILES {
+            return Err(ConfigError::OpenFiles(self.jail.open_files));
+        }
+        if self.jail.file_size_mib == 0 {
+            return Err(ConfigError::FileSize);
         }
         let mut tags = std::collections::HashSet::new();
         if let Some(share) = self.shares.iter().find(|s| !tags.insert(&s.tag)) {

@@ -24,6 +24,10 @@ pub enum ThreadKind {
     Block,
     /// The virtio-rng worker: host entropy.
     Rng,
+    /// The process outside a jailed VMM that waits for it (`vmrun boot`'s
+    /// supervisor): it runs no guest code and reads nothing the guest
+    /// wrote.
+    Supervisor,
 }
 
 /// What every thread does: memory, locks, its event loop, signals, exit.
@@ -242,15 +246,43 @@ const BLOCK: &[Allowed] = &[
 
 const RNG: &[Allowed] = &[];
 
+const SUPERVISOR: &[Allowed] = &[
+    (libc::SYS_rt_sigtimedwait, "waiting for SIGCHLD and SIGTERM"),
+    (libc::SYS_wait4, "reaping the VMM"),
+    (libc::SYS_kill, "killing the VMM when told to stop"),
+    (
+        libc::SYS_prlimit64,
+        "no core dump when ending as the VMM did",
+    ),
+    (
+        libc::SYS_openat,
+        "removing its private runtime directory at exit",
+    ),
+    (
+        libc::SYS_getdents64,
+        "removing its private runtime directory at exit",
+    ),
+    (
+        libc::SYS_unlinkat,
+        "removing its private runtime directory at exit",
+    ),
+    (
+        libc::SYS_rmdir,
+        "removing its private runtime directory at exit",
+    ),
+    (libc::SYS_lseek, "reading /proc/self/mountinfo"),
+];
+
 impl ThreadKind {
     /// Every kind, for tests and tools.
-    pub const ALL: [ThreadKind; 6] = [
+    pub const ALL: [ThreadKind; 7] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::Vsock,
         ThreadKind::Fs,
         ThreadKind::Block,
         ThreadKind::Rng,
+        ThreadKind::Supervisor,
     ];
 
     pub fn name(self) -> &'static str {
@@ -261,6 +293,7 @@ impl ThreadKind {
             Self::Fs => "virtio-fs",
             Self::Block => "virtio-blk",
             Self::Rng => "virtio-rng",
+            Self::Supervisor => "supervisor",
         }
     }
 
@@ -283,6 +316,7 @@ impl ThreadKind {
             Self::Fs => FS,
             Self::Block => BLOCK,
             Self::Rng => RNG,
+            Self::Supervisor => SUPERVISOR,
         }
     }
 
