@@ -15,7 +15,7 @@ use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::header::{offload_features, tun_offloads, ALL_TUN_OFFLOADS};
-use super::worker::NetWorker;
+use super::worker::{Buffers, NetWorker};
 use super::{NetConfig, NetError, Tap, QUEUE_SIZE};
 use crate::device::{exact_queues, read_config_bytes};
 use crate::worker::Worker;
@@ -41,7 +41,9 @@ pub struct NetDevice {
     config: NetConfig,
     avail_features: u64,
     acked_features: u64,
-    worker: Option<Worker<()>>,
+    /// The worker's buffers while no worker runs.
+    buffers: Option<Buffers>,
+    worker: Option<Worker<Buffers>>,
 }
 
 impl NetDevice {
@@ -60,6 +62,7 @@ impl NetDevice {
             config,
             avail_features: BASE_FEATURES | offload_features(offloads),
             acked_features: 0,
+            buffers: Some(Buffers::new()),
             worker: None,
         })
     }
@@ -162,7 +165,9 @@ impl VirtioDevice for NetDevice {
             tap: self.tap.clone(),
             acked: self.acked_features,
         };
-        let worker = Worker::spawn("virtio-net", move |kill| worker.run(kill))
+        // A worker that panicked kept its buffers: make new ones.
+        let buffers = self.buffers.take().unwrap_or_else(Buffers::new);
+        let worker = Worker::spawn("virtio-net", move |kill| worker.run(kill, buffers))
             .map_err(ActivateError::Worker)?;
         self.worker = Some(worker);
         Ok(())
@@ -170,7 +175,7 @@ impl VirtioDevice for NetDevice {
 
     fn reset(&mut self) {
         if let Some(worker) = self.worker.take() {
-            worker.stop();
+            self.buffers = worker.stop();
         }
     }
 }

@@ -109,12 +109,35 @@ struct Taken {
     room: usize,
 }
 
-/// Allocations reused from one packet to the next.
-#[derive(Default)]
+/// Allocations reused from one packet to the next, so that delivering a
+/// packet allocates nothing (see [`RxScratch::new`]).
 pub struct RxScratch {
     segments: Vec<(GuestAddress, u32)>,
     taken: Vec<Taken>,
     used: Vec<(u16, u32)>,
+}
+
+impl RxScratch {
+    /// Room for a queue's worth of buffers of one descriptor each, which
+    /// is what a Linux driver posts. Made with the device rather than in
+    /// its worker thread: glibc opens `/proc/sys/vm/overcommit_memory` the
+    /// first time it gives memory of a thread's own heap back, and a
+    /// worker's seccomp filter has no `openat`; growing these keeps them in
+    /// the heap they were made in.
+    pub fn new() -> Self {
+        let n = usize::from(QUEUE_SIZE);
+        RxScratch {
+            segments: Vec::with_capacity(n),
+            taken: Vec::with_capacity(n),
+            used: Vec::with_capacity(n),
+        }
+    }
+}
+
+impl Default for RxScratch {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Delivers `packet` (header first; its `num_buffers` is filled in here)
@@ -160,15 +183,20 @@ pub fn deliver(
             }
             Err(source) if first => {
                 debug!("virtio-net: returning a bad receive buffer empty: {source}");
-                result.used += return_empty(mem, queue, &[head]);
+                scratch.used.clear();
+                scratch.used.push((head, 0));
+                result.used += publish(mem, queue, &scratch.used);
                 start = queue.next_avail();
             }
             Err(source) => {
                 // The buffers taken are returned before the bad one, in the
                 // order they were taken.
-                let mut heads: Vec<u16> = scratch.taken.iter().map(|t| t.head).collect();
-                heads.push(head);
-                result.used += return_empty(mem, queue, &heads);
+                scratch.used.clear();
+                scratch
+                    .used
+                    .extend(scratch.taken.iter().map(|t| (t.head, 0)));
+                scratch.used.push((head, 0));
+                result.used += publish(mem, queue, &scratch.used);
                 result.delivery = Delivery::Dropped(RxError::Buffer { head, source });
                 return result;
             }
@@ -273,12 +301,6 @@ fn write_packet(
         scratch.used.push((taken.head, written as u32));
     }
     Ok(())
-}
-
-/// Returns buffers with nothing written in them.
-fn return_empty(mem: &GuestMemoryMmap, queue: &mut Queue, heads: &[u16]) -> u16 {
-    let used: Vec<(u16, u32)> = heads.iter().map(|&h| (h, 0)).collect();
-    publish(mem, queue, &used)
 }
 
 /// Puts `used` into the used ring and makes all of it visible to the

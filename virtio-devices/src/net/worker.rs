@@ -48,36 +48,52 @@ pub(crate) struct NetWorker {
     pub(crate) acked: u64,
 }
 
-/// The worker's buffers and receive state.
-struct State {
+/// The worker's buffers: made with the device, lent to each worker and
+/// handed back when it stops, so that the worker thread neither allocates
+/// nor frees them (see [`RxScratch::new`] for why that matters).
+pub(crate) struct Buffers {
     rx_packet: Box<[u8]>,
-    /// Length of the packet in `rx_packet` that waits for buffers.
-    rx_pending: Option<usize>,
     rx_scratch: RxScratch,
-    tap: TapReading,
     tx_packet: Box<[u8]>,
 }
 
+impl Buffers {
+    pub(crate) fn new() -> Self {
+        Buffers {
+            rx_packet: vec![0u8; MAX_PACKET_LEN].into_boxed_slice(),
+            rx_scratch: RxScratch::new(),
+            tx_packet: vec![0u8; MAX_PACKET_LEN].into_boxed_slice(),
+        }
+    }
+}
+
+/// The worker's buffers and receive state.
+struct State {
+    bufs: Buffers,
+    /// Length of the packet in `bufs.rx_packet` that waits for buffers.
+    rx_pending: Option<usize>,
+    tap: TapReading,
+}
+
 impl NetWorker {
-    /// Runs until `kill` is signalled (or epoll fails).
-    pub(crate) fn run(mut self, kill: EventFd) {
+    /// Runs until `kill` is signalled (or epoll fails); hands the buffers
+    /// back. A packet waiting for receive buffers is dropped.
+    pub(crate) fn run(mut self, kill: EventFd, bufs: Buffers) -> Buffers {
         let epoll = match self.setup_epoll(&kill) {
             Ok(epoll) => epoll,
             Err(e) => {
                 error!("virtio-net: failed to set up the worker event loop: {e}");
-                return;
+                return bufs;
             }
         };
         let mut state = State {
-            rx_packet: vec![0u8; MAX_PACKET_LEN].into_boxed_slice(),
+            bufs,
             rx_pending: None,
-            rx_scratch: RxScratch::default(),
             tap: if self.tap.is_some() {
                 TapReading::On
             } else {
                 TapReading::Gone
             },
-            tx_packet: vec![0u8; MAX_PACKET_LEN].into_boxed_slice(),
         };
         // Chains may be waiting already (a restored driver does not kick
         // again for them).
@@ -89,12 +105,12 @@ impl NetWorker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     error!("virtio-net: epoll_wait failed, stopping the device: {e}");
-                    return;
+                    return state.bufs;
                 }
             };
             for ev in &events[..n] {
                 match ev.data() {
-                    TOKEN_KILL => return,
+                    TOKEN_KILL => return state.bufs,
                     TOKEN_RX => drain(&self.rx_evt),
                     TOKEN_TX => drain(&self.tx_evt),
                     TOKEN_TAP => {}
@@ -160,12 +176,13 @@ impl NetWorker {
             };
             served += 1;
             let head = chain.head_index();
-            match tx::gather(&self.mem, chain, &mut state.tx_packet, self.acked) {
+            let packet = &mut state.bufs.tx_packet;
+            match tx::gather(&self.mem, chain, packet, self.acked) {
                 Ok(len) => {
                     if let Some(tap) = &self.tap {
                         // A tap that cannot take a frame now drops it, as a
                         // NIC with a full queue would.
-                        if let Err(e) = tap.write_packet(&state.tx_packet[..len]) {
+                        if let Err(e) = tap.write_packet(&packet[..len]) {
                             debug!(
                                 "virtio-net: {}: dropping a {len}-byte frame: {e}",
                                 tap.name()
@@ -203,7 +220,7 @@ impl NetWorker {
                 // Rate limiting (issue 12/13): a receive token bucket plugs
                 // in here; when it is empty, pause the tap as for missing
                 // buffers and wake on its timer.
-                None => match tap.read_packet(&mut state.rx_packet) {
+                None => match tap.read_packet(&mut state.bufs.rx_packet) {
                     Ok(0) => {
                         warn!("virtio-net: {}: the tap was closed", tap.name());
                         stop_reading(epoll, &tap, state, TapReading::Gone);
@@ -219,7 +236,7 @@ impl NetWorker {
                     }
                 },
             };
-            let Some(packet) = state.rx_packet.get_mut(..len) else {
+            let Some(packet) = state.bufs.rx_packet.get_mut(..len) else {
                 continue;
             };
             if let Err(e) = fit_host_header(packet, self.acked) {
@@ -231,7 +248,7 @@ impl NetWorker {
                 &mut self.rxq,
                 packet,
                 mergeable,
-                &mut state.rx_scratch,
+                &mut state.bufs.rx_scratch,
             );
             used |= result.used > 0;
             match result.delivery {
