@@ -10,6 +10,8 @@
 //! worker then narrows to its own.
 
 mod filters;
+#[cfg(test)]
+mod worker_tests;
 
 use std::io;
 
@@ -84,7 +86,13 @@ mod tests {
         for kind in ThreadKind::ALL {
             assert!(!filter(kind).unwrap().is_empty(), "{}", kind.name());
         }
-        for name in ["vsock", "virtio-fs", "virtio-blk", "virtio-rng"] {
+        for name in [
+            "vsock",
+            "virtio-fs",
+            "virtio-blk",
+            "virtio-rng",
+            "virtio-net",
+        ] {
             assert!(ThreadKind::of_worker(name).is_some(), "{name}");
         }
         assert!(confine_worker("something-else").is_err());
