@@ -12,6 +12,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub mod guest;
+pub mod net;
+
+pub use net::{MacAddr, NetConfig};
 
 /// Where the set-up installs the guest kernel and initramfs.
 pub const DEFAULT_SHARE_DIR: &str = "/usr/local/share/vmrun";
@@ -36,6 +39,8 @@ pub struct VmConfig {
     pub shares: Vec<SharedDir>,
     /// Raw disk images given to the guest as virtio-blk devices (/dev/vda, ...).
     pub disks: Vec<Disk>,
+    /// Network interfaces (eth0, eth1, ... in the guest), each on a host tap.
+    pub nets: Vec<NetConfig>,
     /// Host side of the guest's vsock (Firecracker-style hybrid vsock): a
     /// Unix socket the VMM listens on. No vsock device if unset.
     pub vsock_uds: Option<PathBuf>,
@@ -85,6 +90,7 @@ impl Default for VmConfig {
             vsock_uds: None,
             shares: Vec::new(),
             disks: Vec::new(),
+            nets: Vec::new(),
             snapshot: SnapshotUse::Auto,
             seccomp: true,
             template: false,
@@ -177,6 +183,12 @@ pub enum ConfigError {
     TooManyDevices(usize),
     #[error("shared directory tag {0:?} is used twice")]
     DuplicateTag(String),
+    #[error("nets[{index}].{field}: {why}")]
+    Net {
+        index: usize,
+        field: &'static str,
+        why: String,
+    },
 }
 
 /// virtio-mmio devices get GSIs 5..=23 of the IOAPIC.
@@ -192,7 +204,7 @@ impl VmConfig {
             return Err(ConfigError::Memory(self.memory_mib));
         }
         // rng and vsock come with every VM.
-        let devices = 2 + self.shares.len() + self.disks.len();
+        let devices = 2 + self.shares.len() + self.disks.len() + self.nets.len();
         if devices > MAX_VIRTIO_DEVICES {
             return Err(ConfigError::TooManyDevices(devices));
         }
@@ -200,7 +212,7 @@ impl VmConfig {
         if let Some(share) = self.shares.iter().find(|s| !tags.insert(&s.tag)) {
             return Err(ConfigError::DuplicateTag(share.tag.clone()));
         }
-        Ok(())
+        net::validate(&self.nets)
     }
 
     /// Guest RAM in bytes.
@@ -253,13 +265,34 @@ mod tests {
             read_only: true,
         };
         let cfg = VmConfig {
-            disks: vec![disk; MAX_VIRTIO_DEVICES],
+            disks: vec![disk.clone(); MAX_VIRTIO_DEVICES],
             ..VmConfig::default()
         };
         assert!(matches!(
             cfg.validate(),
             Err(ConfigError::TooManyDevices(_))
         ));
+        // Network interfaces count too: rng, vsock, 16 disks and one fill
+        // the GSIs.
+        let nets = |n: usize| -> Vec<NetConfig> {
+            (0..n)
+                .map(|i| NetConfig {
+                    tap: format!("tap{i}"),
+                    ..NetConfig::default()
+                })
+                .collect()
+        };
+        let cfg = VmConfig {
+            disks: vec![disk; MAX_VIRTIO_DEVICES - 3],
+            nets: nets(1),
+            ..VmConfig::default()
+        };
+        assert_eq!(cfg.validate(), Ok(()));
+        let cfg = VmConfig {
+            nets: nets(2),
+            ..cfg
+        };
+        assert_eq!(cfg.validate(), Err(ConfigError::TooManyDevices(20)));
     }
 
     #[test]
