@@ -350,8 +350,8 @@ impl Vm {
         Self::run(parts, vcpus, cmdline_text(&cmdline), false, config.seccomp)
     }
 
-    /// Restores the snapshot `loaded`, bound to `config`'s vsock socket and
-    /// shares.
+    /// Restores the snapshot `loaded`, bound to `config`'s vsock socket,
+    /// shares, disks and taps.
     fn restore<W: Write + Send + 'static>(
         config: &VmConfig,
         loaded: snapshot::LoadedSnapshot,
@@ -363,7 +363,7 @@ impl Vm {
         let mut slot_config = config.clone();
         slot_config.shares = snapshot::slot_shares(config, &loaded.dir);
         slot_config.disks = snapshot::slot_disks(config, &loaded.dir);
-        let slots = virtio::plan(&slot_config);
+        let slots = virtio::plan_with_nets(&slot_config, snapshot::slot_nets(&config.nets));
         let parts = Self::build(config, mem, console, Some(&state.serial), &slots)?;
 
         let here = vcpu0_cpuid(&parts.supported_cpuid, config.vcpus, &parts.profile);
@@ -398,16 +398,22 @@ impl Vm {
         for transport in &parts.transports {
             lock(transport).0.resume()?;
         }
-        // The guest probed the disk slots empty: it re-reads the capacity
-        // of those now bound to disks on a configuration change.
-        let first_disk = parts.transports.len() - snapshot::DISK_SLOTS;
-        for transport in parts
-            .transports
-            .iter()
-            .skip(first_disk)
-            .take(config.disks.len())
-        {
-            lock(transport).0.config_changed();
+        // The guest probed the disk slots empty and the network slots
+        // down: on a configuration change it re-reads the capacity of the
+        // disks and the link status of the interfaces now bound.
+        let mut disks = 0;
+        for (slot, transport) in slots.iter().zip(&parts.transports) {
+            let bound = match slot.kind {
+                virtio::VirtioKind::Block(_) => {
+                    disks += 1;
+                    disks <= config.disks.len()
+                }
+                virtio::VirtioKind::Net(_) => true,
+                _ => false,
+            };
+            if bound {
+                lock(transport).0.config_changed();
+            }
         }
         tracing::info!(
             snapshot = %loaded.dir.display(),
