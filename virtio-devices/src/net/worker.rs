@@ -20,6 +20,8 @@ const TOKEN_KILL: u64 = 0;
 const TOKEN_RX: u64 = 1;
 const TOKEN_TX: u64 = 2;
 const TOKEN_TAP: u64 = 3;
+/// What the worker waits for on the tap.
+const TAP_EVENTS: EventSet = EventSet::IN.union(EventSet::READ_HANG_UP);
 
 /// Whether the worker reads the tap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +75,10 @@ struct State {
     /// Length of the packet in `bufs.rx_packet` that waits for buffers.
     rx_pending: Option<usize>,
     tap: TapReading,
+    /// epoll said the other end of the tap hung up (only a socket standing
+    /// in for a tap has one): a read of nothing is then the end, not an
+    /// empty message.
+    tap_hung_up: bool,
 }
 
 impl NetWorker {
@@ -94,6 +100,7 @@ impl NetWorker {
             } else {
                 TapReading::Gone
             },
+            tap_hung_up: false,
         };
         // Chains may be waiting already (a restored driver does not kick
         // again for them).
@@ -113,7 +120,10 @@ impl NetWorker {
                     TOKEN_KILL => return state.bufs,
                     TOKEN_RX => drain(&self.rx_evt),
                     TOKEN_TX => drain(&self.tx_evt),
-                    TOKEN_TAP => {}
+                    TOKEN_TAP => {
+                        let hang_up = EventSet::HANG_UP | EventSet::READ_HANG_UP | EventSet::ERROR;
+                        state.tap_hung_up |= ev.event_set().intersects(hang_up);
+                    }
                     other => debug!("virtio-net: unexpected epoll token {other}"),
                 }
             }
@@ -138,7 +148,7 @@ impl NetWorker {
             epoll.ctl(
                 ControlOperation::Add,
                 tap.as_raw_fd(),
-                EpollEvent::new(EventSet::IN, TOKEN_TAP),
+                EpollEvent::new(TAP_EVENTS, TOKEN_TAP),
             )?;
         }
         Ok(epoll)
@@ -221,7 +231,7 @@ impl NetWorker {
                 // in here; when it is empty, pause the tap as for missing
                 // buffers and wake on its timer.
                 None => match tap.read_packet(&mut state.bufs.rx_packet) {
-                    Ok(0) => {
+                    Ok(0) if state.tap_hung_up => {
                         warn!("virtio-net: {}: the tap was closed", tap.name());
                         stop_reading(epoll, &tap, state, TapReading::Gone);
                         break;
@@ -269,7 +279,7 @@ impl NetWorker {
             match epoll.ctl(
                 ControlOperation::Add,
                 tap.as_raw_fd(),
-                EpollEvent::new(EventSet::IN, TOKEN_TAP),
+                EpollEvent::new(TAP_EVENTS, TOKEN_TAP),
             ) {
                 Ok(()) => state.tap = TapReading::On,
                 Err(e) => {

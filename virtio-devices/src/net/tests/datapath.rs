@@ -140,6 +140,29 @@ fn without_buffers_the_device_waits_and_stops_reading_the_tap() {
 }
 
 #[test]
+fn short_messages_are_dropped_and_a_closed_stand_in_ends_only_receiving() {
+    let (tap, wire) = test_pair();
+    let mut dev = NetDevice::new(Some(tap), CONFIG).unwrap();
+    let mem = test_mem();
+    let mut guest = Guest::start(&mem, &mut dev, true);
+    guest.post_rx(4, 2048);
+    guest.kick_rx();
+    // Nothing at all, then less than a header: neither is the end.
+    wire.inject_raw(&[]);
+    wire.inject_raw(&[0; 5]);
+    wire.inject(&test_frame(1, 64));
+    let received = guest.next_packet(WAIT).unwrap();
+    assert_eq!(received.frame, test_frame(1, 64));
+    // The other end goes away: transmitting still returns every chain.
+    drop(wire);
+    std::thread::sleep(QUIET);
+    guest.queue_tx(&packet(&test_frame(2, 64)), 1);
+    guest.flush_tx();
+    assert!(guest.next_packet(QUIET).is_none());
+    dev.reset();
+}
+
+#[test]
 fn the_tap_waits_for_the_guest_too() {
     in_fresh_netns(|| {
         let (tap, wire) = test_tap();

@@ -202,6 +202,14 @@ impl Wire {
         }
     }
 
+    /// Sends `bytes` as they are, header or not (socket pair only).
+    pub(super) fn inject_raw(&self, bytes: &[u8]) {
+        let Wire::Pair { ours, .. } = self else {
+            panic!("only a socket pair carries raw messages");
+        };
+        write_all(ours, bytes);
+    }
+
     /// The next frame the device sent out, within `timeout`.
     pub(super) fn recv(&self, timeout: Duration) -> Option<Vec<u8>> {
         let fd = match self {
