@@ -262,6 +262,15 @@ impl ThreadKind {
         ThreadKind::Net,
     ];
 
+    /// The device workers, which vCPU threads start.
+    pub const WORKERS: [ThreadKind; 5] = [
+        ThreadKind::Vsock,
+        ThreadKind::Fs,
+        ThreadKind::Block,
+        ThreadKind::Rng,
+        ThreadKind::Net,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Main => "main",
@@ -303,10 +312,8 @@ impl ThreadKind {
     pub fn syscalls(self) -> Vec<Allowed> {
         let mut all: Vec<Allowed> = COMMON.iter().chain(self.own()).copied().collect();
         if self == Self::Vcpu {
-            for worker in Self::ALL {
-                if !matches!(worker, Self::Main | Self::Vcpu) {
-                    all.extend(worker.own());
-                }
+            for worker in Self::WORKERS {
+                all.extend(worker.own());
             }
         }
         all.sort_by_key(|(nr, _)| *nr);

@@ -95,6 +95,9 @@ mod tests {
         ] {
             assert!(ThreadKind::of_worker(name).is_some(), "{name}");
         }
+        for kind in ThreadKind::WORKERS {
+            assert_eq!(ThreadKind::of_worker(kind.name()), Some(kind));
+        }
         assert!(confine_worker("something-else").is_err());
     }
 
