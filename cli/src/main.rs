@@ -12,6 +12,7 @@ mod container;
 mod error;
 mod run;
 mod snapshot;
+mod supervisor;
 mod tty;
 
 use std::path::PathBuf;
@@ -88,6 +89,10 @@ pub struct VmArgs {
     /// it is said so in the log).
     #[arg(long)]
     no_seccomp: bool,
+    /// Run the VMM outside its jail: host namespaces, every capability, no
+    /// resource limits (debugging only: it is said so in the log).
+    #[arg(long)]
+    no_jail: bool,
 }
 
 fn split_ro(value: &str) -> (&str, bool) {
@@ -175,6 +180,10 @@ impl VmArgs {
             nets: self.nets.clone(),
             snapshot: self.snapshot.clone(),
             seccomp: !self.no_seccomp,
+            jail: vm_config::JailConfig {
+                enabled: !self.no_jail,
+                ..defaults.jail.clone()
+            },
             ..defaults
         }
     }

@@ -15,6 +15,9 @@ pub mod guest;
 pub mod net;
 
 pub use net::{MacAddr, NetConfig};
+mod jail;
+
+pub use jail::{JailConfig, MIN_OPEN_FILES};
 
 /// Where the set-up installs the guest kernel and initramfs.
 pub const DEFAULT_SHARE_DIR: &str = "/usr/local/share/vmrun";
@@ -49,6 +52,8 @@ pub struct VmConfig {
     /// Confine the VMM's threads with their seccomp filters. Off only for
     /// debugging (`--no-seccomp`), and said so in the log.
     pub seccomp: bool,
+    /// Confinement of the VMM process.
+    pub jail: JailConfig,
     /// Boot the guest a snapshot is made of (see [`crate::snapshot`]):
     /// slot-tagged shares, and on a software-KVM host one vCPU online.
     pub template: bool,
@@ -93,6 +98,7 @@ impl Default for VmConfig {
             nets: Vec::new(),
             snapshot: SnapshotUse::Auto,
             seccomp: true,
+            jail: JailConfig::default(),
             template: false,
         }
     }
@@ -189,6 +195,10 @@ pub enum ConfigError {
         field: &'static str,
         why: String,
     },
+    #[error("jail.open_files must be at least {MIN_OPEN_FILES}, got {0}")]
+    OpenFiles(u64),
+    #[error("jail.file_size_mib must be at least 1")]
+    FileSize,
 }
 
 /// virtio-mmio devices get GSIs 5..=23 of the IOAPIC.
@@ -207,6 +217,12 @@ impl VmConfig {
         let devices = 2 + self.shares.len() + self.disks.len() + self.nets.len();
         if devices > MAX_VIRTIO_DEVICES {
             return Err(ConfigError::TooManyDevices(devices));
+        }
+        if self.jail.open_files < MIN_OPEN_FILES {
+            return Err(ConfigError::OpenFiles(self.jail.open_files));
+        }
+        if self.jail.file_size_mib == 0 {
+            return Err(ConfigError::FileSize);
         }
         let mut tags = std::collections::HashSet::new();
         if let Some(share) = self.shares.iter().find(|s| !tags.insert(&s.tag)) {

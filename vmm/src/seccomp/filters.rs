@@ -26,6 +26,10 @@ pub enum ThreadKind {
     Rng,
     /// A virtio-net worker: frames between the queues and its tap.
     Net,
+    /// The process outside a jailed VMM that waits for it (`vmrun boot`'s
+    /// supervisor): it runs no guest code and reads nothing the guest
+    /// wrote.
+    Supervisor,
 }
 
 /// What every thread does: memory, locks, its event loop, signals, exit.
@@ -250,9 +254,36 @@ const RNG: &[Allowed] = &[];
 /// started (`TUNSETOFFLOAD` runs in the activating vCPU thread).
 const NET: &[Allowed] = &[];
 
+const SUPERVISOR: &[Allowed] = &[
+    (libc::SYS_rt_sigtimedwait, "waiting for SIGCHLD and SIGTERM"),
+    (libc::SYS_wait4, "reaping the VMM"),
+    (libc::SYS_kill, "killing the VMM when told to stop"),
+    (
+        libc::SYS_prlimit64,
+        "no core dump when ending as the VMM did",
+    ),
+    (
+        libc::SYS_openat,
+        "removing its private runtime directory at exit",
+    ),
+    (
+        libc::SYS_getdents64,
+        "removing its private runtime directory at exit",
+    ),
+    (
+        libc::SYS_unlinkat,
+        "removing its private runtime directory at exit",
+    ),
+    (
+        libc::SYS_rmdir,
+        "removing its private runtime directory at exit",
+    ),
+    (libc::SYS_lseek, "reading /proc/self/mountinfo"),
+];
+
 impl ThreadKind {
     /// Every kind, for tests and tools.
-    pub const ALL: [ThreadKind; 7] = [
+    pub const ALL: [ThreadKind; 8] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::Vsock,
@@ -260,6 +291,7 @@ impl ThreadKind {
         ThreadKind::Block,
         ThreadKind::Rng,
         ThreadKind::Net,
+        ThreadKind::Supervisor,
     ];
 
     /// The device workers, which vCPU threads start.
@@ -280,6 +312,7 @@ impl ThreadKind {
             Self::Block => "virtio-blk",
             Self::Rng => "virtio-rng",
             Self::Net => "virtio-net",
+            Self::Supervisor => "supervisor",
         }
     }
 
@@ -304,6 +337,7 @@ impl ThreadKind {
             Self::Block => BLOCK,
             Self::Rng => RNG,
             Self::Net => NET,
+            Self::Supervisor => SUPERVISOR,
         }
     }
 
