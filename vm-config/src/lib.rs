@@ -12,6 +12,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub mod guest;
+pub mod net;
+
+pub use net::{MacAddr, NetConfig};
 mod jail;
 
 pub use jail::{JailConfig, MIN_OPEN_FILES};
@@ -39,6 +42,8 @@ pub struct VmConfig {
     pub shares: Vec<SharedDir>,
     /// Raw disk images given to the guest as virtio-blk devices (/dev/vda, ...).
     pub disks: Vec<Disk>,
+    /// Network interfaces (eth0, eth1, ... in the guest), each on a host tap.
+    pub nets: Vec<NetConfig>,
     /// Host side of the guest's vsock (Firecracker-style hybrid vsock): a
     /// Unix socket the VMM listens on. No vsock device if unset.
     pub vsock_uds: Option<PathBuf>,
@@ -90,6 +95,7 @@ impl Default for VmConfig {
             vsock_uds: None,
             shares: Vec::new(),
             disks: Vec::new(),
+            nets: Vec::new(),
             snapshot: SnapshotUse::Auto,
             seccomp: true,
             jail: JailConfig::default(),
@@ -183,6 +189,12 @@ pub enum ConfigError {
     TooManyDevices(usize),
     #[error("shared directory tag {0:?} is used twice")]
     DuplicateTag(String),
+    #[error("nets[{index}].{field}: {why}")]
+    Net {
+        index: usize,
+        field: &'static str,
+        why: String,
+    },
     #[error("jail.open_files must be at least {MIN_OPEN_FILES}, got {0}")]
     OpenFiles(u64),
     #[error("jail.file_size_mib must be at least 1")]
@@ -202,7 +214,7 @@ impl VmConfig {
             return Err(ConfigError::Memory(self.memory_mib));
         }
         // rng and vsock come with every VM.
-        let devices = 2 + self.shares.len() + self.disks.len();
+        let devices = 2 + self.shares.len() + self.disks.len() + self.nets.len();
         if devices > MAX_VIRTIO_DEVICES {
             return Err(ConfigError::TooManyDevices(devices));
         }
@@ -216,7 +228,7 @@ impl VmConfig {
         if let Some(share) = self.shares.iter().find(|s| !tags.insert(&s.tag)) {
             return Err(ConfigError::DuplicateTag(share.tag.clone()));
         }
-        Ok(())
+        net::validate(&self.nets)
     }
 
     /// Guest RAM in bytes.
@@ -269,13 +281,34 @@ mod tests {
             read_only: true,
         };
         let cfg = VmConfig {
-            disks: vec![disk; MAX_VIRTIO_DEVICES],
+            disks: vec![disk.clone(); MAX_VIRTIO_DEVICES],
             ..VmConfig::default()
         };
         assert!(matches!(
             cfg.validate(),
             Err(ConfigError::TooManyDevices(_))
         ));
+        // Network interfaces count too: rng, vsock, 16 disks and one fill
+        // the GSIs.
+        let nets = |n: usize| -> Vec<NetConfig> {
+            (0..n)
+                .map(|i| NetConfig {
+                    tap: format!("tap{i}"),
+                    ..NetConfig::default()
+                })
+                .collect()
+        };
+        let cfg = VmConfig {
+            disks: vec![disk; MAX_VIRTIO_DEVICES - 3],
+            nets: nets(1),
+            ..VmConfig::default()
+        };
+        assert_eq!(cfg.validate(), Ok(()));
+        let cfg = VmConfig {
+            nets: nets(2),
+            ..cfg
+        };
+        assert_eq!(cfg.validate(), Err(ConfigError::TooManyDevices(20)));
     }
 
     #[test]

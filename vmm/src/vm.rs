@@ -229,9 +229,10 @@ struct PendingStart {
     vcpus: Vec<Vcpu>,
     event_tx: Sender<VmEvent>,
     seccomp: bool,
-    /// For a restored VM: its devices resume, and this many disk slots
-    /// were bound at restore.
-    resume: Option<usize>,
+    /// For a restored VM: its devices resume, and those at these indexes
+    /// were bound at restore (the guest is told their configuration
+    /// changed).
+    resume: Option<Vec<usize>>,
 }
 
 /// The parts of a VM before its vCPUs run.
@@ -378,8 +379,8 @@ impl Vm {
         Ok(Self::assemble(parts, pending, cmdline_text(&cmdline)))
     }
 
-    /// Restores the snapshot `loaded`, bound to `config`'s vsock socket and
-    /// shares.
+    /// Restores the snapshot `loaded`, bound to `config`'s vsock socket,
+    /// shares, disks and taps.
     fn restore<W: Write + Send + 'static>(
         config: &VmConfig,
         loaded: snapshot::LoadedSnapshot,
@@ -391,7 +392,7 @@ impl Vm {
         let mut slot_config = config.clone();
         slot_config.shares = snapshot::slot_shares(config, &loaded.dir);
         slot_config.disks = snapshot::slot_disks(config, &loaded.dir);
-        let slots = virtio::plan(&slot_config);
+        let slots = virtio::plan_with_nets(&slot_config, snapshot::slot_nets(&config.nets));
         let parts = Self::build(config, mem, console, Some(&state.serial), &slots)?;
 
         let here = vcpu0_cpuid(&parts.supported_cpuid, config.vcpus, &parts.profile);
@@ -423,6 +424,24 @@ impl Vm {
         // Devices start only now: what they signal the guest first (the
         // vsock transport reset) must not be overwritten by the saved
         // state of the interrupt controllers.
+        // The guest probed the disk slots empty and the network slots
+        // down: on a configuration change it re-reads the capacity of the
+        // disks and the link status of the interfaces now bound.
+        let mut disks = 0;
+        let mut bound = Vec::new();
+        for (index, slot) in slots.iter().enumerate() {
+            let is_bound = match slot.kind {
+                virtio::VirtioKind::Block(_) => {
+                    disks += 1;
+                    disks <= config.disks.len()
+                }
+                virtio::VirtioKind::Net(_) => true,
+                _ => false,
+            };
+            if is_bound {
+                bound.push(index);
+            }
+        }
         tracing::info!(
             snapshot = %loaded.dir.display(),
             "loaded the VM in {:.3} s",
@@ -432,7 +451,7 @@ impl Vm {
             vcpus,
             event_tx: parts.event_tx.clone(),
             seccomp: config.seccomp,
-            resume: Some(config.disks.len()),
+            resume: Some(bound),
         };
         Ok(Self::assemble(parts, pending, state.meta.cmdline))
     }
@@ -461,18 +480,14 @@ impl Vm {
         let Some(pending) = self.pending.take() else {
             return Ok(());
         };
-        if let Some(disks) = pending.resume {
+        if let Some(bound) = pending.resume {
             // Devices start only now: what they signal the guest first (the
             // vsock transport reset) must not be overwritten by the saved
             // state of the interrupt controllers.
             for transport in &self.transports {
                 lock(transport).0.resume()?;
             }
-            // The guest probed the disk slots empty: it re-reads the
-            // capacity of those now bound to disks on a configuration
-            // change.
-            let first_disk = self.transports.len() - snapshot::DISK_SLOTS;
-            for transport in self.transports.iter().skip(first_disk).take(disks) {
+            for transport in bound.iter().filter_map(|&i| self.transports.get(i)) {
                 lock(transport).0.config_changed();
             }
         }

@@ -24,6 +24,8 @@ pub enum ThreadKind {
     Block,
     /// The virtio-rng worker: host entropy.
     Rng,
+    /// A virtio-net worker: frames between the queues and its tap.
+    Net,
     /// The process outside a jailed VMM that waits for it (`vmrun boot`'s
     /// supervisor): it runs no guest code and reads nothing the guest
     /// wrote.
@@ -117,7 +119,7 @@ const MAIN: &[Allowed] = &[
 const VCPU: &[Allowed] = &[
     (
         libc::SYS_ioctl,
-        "KVM_RUN, KVM register and interrupt ioctls",
+        "KVM_RUN, KVM register and interrupt ioctls; TUNSETOFFLOAD when it activates a net device",
     ),
     (libc::SYS_clone3, "starting a device worker on activation"),
     (libc::SYS_clone, "starting a device worker (older glibc)"),
@@ -246,6 +248,12 @@ const BLOCK: &[Allowed] = &[
 
 const RNG: &[Allowed] = &[];
 
+/// Frames move with one `read(2)` or `write(2)` on the tap each and the
+/// tap is taken out of and put back into the worker's epoll set, all in
+/// [`COMMON`]. The tap was opened and its offloads set before the worker
+/// started (`TUNSETOFFLOAD` runs in the activating vCPU thread).
+const NET: &[Allowed] = &[];
+
 const SUPERVISOR: &[Allowed] = &[
     (libc::SYS_rt_sigtimedwait, "waiting for SIGCHLD and SIGTERM"),
     (libc::SYS_wait4, "reaping the VMM"),
@@ -275,14 +283,24 @@ const SUPERVISOR: &[Allowed] = &[
 
 impl ThreadKind {
     /// Every kind, for tests and tools.
-    pub const ALL: [ThreadKind; 7] = [
+    pub const ALL: [ThreadKind; 8] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::Vsock,
         ThreadKind::Fs,
         ThreadKind::Block,
         ThreadKind::Rng,
+        ThreadKind::Net,
         ThreadKind::Supervisor,
+    ];
+
+    /// The device workers, which vCPU threads start.
+    pub const WORKERS: [ThreadKind; 5] = [
+        ThreadKind::Vsock,
+        ThreadKind::Fs,
+        ThreadKind::Block,
+        ThreadKind::Rng,
+        ThreadKind::Net,
     ];
 
     pub fn name(self) -> &'static str {
@@ -293,6 +311,7 @@ impl ThreadKind {
             Self::Fs => "virtio-fs",
             Self::Block => "virtio-blk",
             Self::Rng => "virtio-rng",
+            Self::Net => "virtio-net",
             Self::Supervisor => "supervisor",
         }
     }
@@ -304,6 +323,7 @@ impl ThreadKind {
             "virtio-fs" => Some(Self::Fs),
             "virtio-blk" => Some(Self::Block),
             "virtio-rng" => Some(Self::Rng),
+            "virtio-net" => Some(Self::Net),
             _ => None,
         }
     }
@@ -316,6 +336,7 @@ impl ThreadKind {
             Self::Fs => FS,
             Self::Block => BLOCK,
             Self::Rng => RNG,
+            Self::Net => NET,
             Self::Supervisor => SUPERVISOR,
         }
     }
@@ -325,7 +346,7 @@ impl ThreadKind {
     pub fn syscalls(self) -> Vec<Allowed> {
         let mut all: Vec<Allowed> = COMMON.iter().chain(self.own()).copied().collect();
         if self == Self::Vcpu {
-            for worker in [Self::Vsock, Self::Fs, Self::Block, Self::Rng] {
+            for worker in Self::WORKERS {
                 all.extend(worker.own());
             }
         }
