@@ -32,11 +32,7 @@ async fn boot() -> Guest {
     let dir = common::test_dir("containers");
     busybox_bundle(&dir.join("bundle"));
     make_volume(&dir);
-    let rootfs = SharedDir {
-        tag: "rootfs".into(),
-        path: dir.join("bundle/rootfs"),
-        read_only: true,
-    };
+    let rootfs = SharedDir::new("rootfs", dir.join("bundle/rootfs"), true);
     let volume = Disk {
         path: dir.join(VOLUME_IMAGE),
         read_only: false,

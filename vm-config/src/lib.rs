@@ -57,6 +57,46 @@ pub struct SharedDir {
     pub path: PathBuf,
     #[serde(default)]
     pub read_only: bool,
+    /// Most inodes the guest may hold a lookup on at once: each keeps a
+    /// descriptor open in the VMM. Past it, what would add one fails with
+    /// ENFILE in the guest until it forgets some.
+    #[serde(default = "default_share_max_inodes")]
+    pub max_inodes: u32,
+    /// Most files and directories the guest may hold open at once on the
+    /// share (each a descriptor in the VMM); past it, opens fail with ENFILE.
+    #[serde(default = "default_share_max_handles")]
+    pub max_handles: u32,
+}
+
+/// Default [`SharedDir::max_inodes`]. With [`DEFAULT_SHARE_MAX_HANDLES`],
+/// four shares (the most a restored VM has) hold at most 4 x (12288 +
+/// 2048) = 57344 descriptors, which leaves 8192 of an `RLIMIT_NOFILE` of
+/// 65536 for the rest of the VMM. A Linux guest keeps a lookup per cached
+/// dentry (it forgets them under memory pressure); 12288 covers walking a
+/// large container image (a Debian rootfs has ~10000 files).
+pub const DEFAULT_SHARE_MAX_INODES: u32 = 12288;
+/// Default [`SharedDir::max_handles`] (see [`DEFAULT_SHARE_MAX_INODES`]).
+pub const DEFAULT_SHARE_MAX_HANDLES: u32 = 2048;
+
+fn default_share_max_inodes() -> u32 {
+    DEFAULT_SHARE_MAX_INODES
+}
+
+fn default_share_max_handles() -> u32 {
+    DEFAULT_SHARE_MAX_HANDLES
+}
+
+impl SharedDir {
+    /// `path` shared as `tag`, with the default caps.
+    pub fn new(tag: impl Into<String>, path: impl Into<PathBuf>, read_only: bool) -> Self {
+        SharedDir {
+            tag: tag.into(),
+            path: path.into(),
+            read_only,
+            max_inodes: DEFAULT_SHARE_MAX_INODES,
+            max_handles: DEFAULT_SHARE_MAX_HANDLES,
+        }
+    }
 }
 
 /// A raw disk image.
@@ -177,6 +217,8 @@ pub enum ConfigError {
     TooManyDevices(usize),
     #[error("shared directory tag {0:?} is used twice")]
     DuplicateTag(String),
+    #[error("shared directory {tag:?}: {field} must be at least 1 (0 leaves the guest nothing of the share)")]
+    ShareLimit { tag: String, field: &'static str },
 }
 
 /// virtio-mmio devices get GSIs 5..=23 of the IOAPIC.
@@ -199,6 +241,20 @@ impl VmConfig {
         let mut tags = std::collections::HashSet::new();
         if let Some(share) = self.shares.iter().find(|s| !tags.insert(&s.tag)) {
             return Err(ConfigError::DuplicateTag(share.tag.clone()));
+        }
+        for share in &self.shares {
+            let zero = [
+                ("max_inodes", share.max_inodes),
+                ("max_handles", share.max_handles),
+            ]
+            .into_iter()
+            .find(|(_, value)| *value == 0);
+            if let Some((field, _)) = zero {
+                return Err(ConfigError::ShareLimit {
+                    tag: share.tag.clone(),
+                    field,
+                });
+            }
         }
         Ok(())
     }
@@ -235,11 +291,7 @@ mod tests {
 
     #[test]
     fn rejects_duplicate_tags_and_too_many_devices() {
-        let share = SharedDir {
-            tag: "rootfs".into(),
-            path: PathBuf::from("/srv"),
-            read_only: false,
-        };
+        let share = SharedDir::new("rootfs", "/srv", false);
         let cfg = VmConfig {
             shares: vec![share.clone(), share],
             ..VmConfig::default()
@@ -266,11 +318,7 @@ mod tests {
     fn round_trips_as_json_and_names_unknown_keys() {
         let config = VmConfig {
             vcpus: 1,
-            shares: vec![SharedDir {
-                tag: "sandbox".into(),
-                path: PathBuf::from("/run/vmrun/sb/x/shared"),
-                read_only: false,
-            }],
+            shares: vec![SharedDir::new("sandbox", "/run/vmrun/sb/x/shared", false)],
             snapshot: SnapshotUse::Dir(PathBuf::from("/var/cache/snap")),
             compat: CompatMode::Pvm,
             ..VmConfig::default()
@@ -291,5 +339,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("snapshot directory"), "{err}");
+    }
+
+    #[test]
+    fn share_caps_default_and_are_checked() {
+        let config: VmConfig =
+            serde_json::from_str(r#"{"shares": [{"tag": "a", "path": "/srv"}]}"#).unwrap();
+        assert_eq!(config.shares[0], SharedDir::new("a", "/srv", false));
+        assert_eq!(config.shares[0].max_inodes, DEFAULT_SHARE_MAX_INODES);
+        assert_eq!(config.shares[0].max_handles, DEFAULT_SHARE_MAX_HANDLES);
+        let config: VmConfig = serde_json::from_str(
+            r#"{"shares": [{"tag": "a", "path": "/srv", "max_inodes": 100, "max_handles": 0}]}"#,
+        )
+        .unwrap();
+        assert_eq!(config.shares[0].max_inodes, 100);
+        let err = config.validate().unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::ShareLimit {
+                tag: "a".into(),
+                field: "max_handles"
+            }
+        );
+        assert!(err.to_string().contains("\"a\": max_handles"), "{err}");
     }
 }

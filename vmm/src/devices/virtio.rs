@@ -140,6 +140,8 @@ pub fn attach(
             VirtioKind::Fs(share) => {
                 let config = FsConfig {
                     read_only: share.read_only,
+                    max_inodes: share.max_inodes as usize,
+                    max_handles: share.max_handles as usize,
                     ..FsConfig::default()
                 };
                 Box::new(
@@ -205,5 +207,20 @@ mod tests {
         );
         assert_eq!(plan(&config), slots);
         assert_eq!(plan(&VmConfig::default()).len(), 1);
+    }
+
+    /// The VM's configuration and the device crate default to the same caps
+    /// (neither crate depends on the other).
+    #[test]
+    fn share_caps_default_alike() {
+        let share = SharedDir::new("t", "/srv", false);
+        assert_eq!(
+            share.max_inodes as usize,
+            virtio_devices::fs::DEFAULT_MAX_INODES
+        );
+        assert_eq!(
+            share.max_handles as usize,
+            virtio_devices::fs::DEFAULT_MAX_HANDLES
+        );
     }
 }

@@ -332,11 +332,7 @@ pub fn slot_shares(config: &VmConfig, dir: &Path) -> Vec<SharedDir> {
                 tag: share_slot_tag(i),
                 ..share.clone()
             },
-            None => SharedDir {
-                tag: share_slot_tag(i),
-                path: dir.join(EMPTY_DIR),
-                read_only: true,
-            },
+            None => SharedDir::new(share_slot_tag(i), dir.join(EMPTY_DIR), true),
         })
         .collect()
 }
@@ -591,11 +587,7 @@ mod tests {
         };
         assert!(check_restorable(&with_vsock).is_ok());
         assert!(check_restorable(&VmConfig::default()).is_err());
-        let share = SharedDir {
-            tag: "t".into(),
-            path: PathBuf::from("/srv"),
-            read_only: false,
-        };
+        let share = SharedDir::new("t", "/srv", false);
         let many = VmConfig {
             shares: (0..=SHARE_SLOTS)
                 .map(|i| SharedDir {
