@@ -41,6 +41,7 @@ pub mod fs;
 mod interrupt;
 pub mod mmio;
 mod queue_loop;
+pub mod rate_limiter;
 pub mod rng;
 pub mod vsock;
 mod worker;
@@ -53,6 +54,10 @@ pub use device::{ActivateError, VirtioDevice};
 pub use fs::{FsCachePolicy, FsConfig, FsDevice, FsError};
 pub use interrupt::IrqTrigger;
 pub use mmio::{MmioError, MmioTransport, MMIO_WINDOW_SIZE};
+pub use rate_limiter::{
+    Bucket, Clock, ManualClock, MonotonicClock, RateLimit, RateLimitError, RateLimiter,
+    ThrottleCount,
+};
 pub use rng::{RngDevice, RngError};
 pub use vsock::{VsockDevice, VsockError};
 pub use worker::set_worker_confinement;
