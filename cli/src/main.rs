@@ -102,10 +102,7 @@ fn parse_disk(value: &str) -> Result<Disk, String> {
     if path.is_empty() {
         return Err(format!("{value:?}: expected PATH[:ro]"));
     }
-    Ok(Disk {
-        path: PathBuf::from(path),
-        read_only,
-    })
+    Ok(Disk::new(path, read_only))
 }
 
 impl VmArgs {

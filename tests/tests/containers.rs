@@ -33,10 +33,7 @@ async fn boot() -> Guest {
     busybox_bundle(&dir.join("bundle"));
     make_volume(&dir);
     let rootfs = SharedDir::new("rootfs", dir.join("bundle/rootfs"), true);
-    let volume = Disk {
-        path: dir.join(VOLUME_IMAGE),
-        read_only: false,
-    };
+    let volume = Disk::new(dir.join(VOLUME_IMAGE), false);
     let guest = common::boot(&dir, vec![rootfs], vec![volume]).await;
     guest
         .agent

@@ -82,9 +82,10 @@ pub const REQUEST_QUEUE_SIZE: u16 = 1024;
 /// Maximum length of the mount tag, in bytes.
 pub const MAX_TAG_LEN: usize = 36;
 /// Default cap on the inodes the guest holds a lookup on, per device. A
-/// Linux guest keeps a lookup for every dentry in its cache and forgets
-/// them under memory pressure; 12288 covers walking a large container
-/// image (a Debian rootfs has ~10000 files) with room to spare.
+/// Linux guest keeps a lookup for every inode in its cache and forgets them
+/// only under memory pressure, so a guest that walks a larger tree than
+/// this (`find` over a big image) gets ENFILE for the rest until its cache
+/// shrinks: raise it for such shares.
 pub const DEFAULT_MAX_INODES: usize = 12288;
 /// Default cap on the files and directories the guest holds open, per
 /// device (a guest program's open files on the share, and its mmaps).

@@ -126,6 +126,10 @@ const VCPU: &[Allowed] = &[
         libc::SYS_seccomp,
         "a worker it starts installs its own, narrower filter",
     ),
+    (
+        libc::SYS_timerfd_create,
+        "a new rate limiter (blk, rng) when the worker that had one panicked",
+    ),
 ];
 
 const VSOCK: &[Allowed] = &[
@@ -238,9 +242,16 @@ const BLOCK: &[Allowed] = &[
     (libc::SYS_fdatasync, "FLUSH"),
     (libc::SYS_lseek, "the image size"),
     (libc::SYS_fallocate, "DISCARD, WRITE_ZEROES"),
+    (
+        libc::SYS_timerfd_settime,
+        "arming the rate limiter's timer while throttled",
+    ),
 ];
 
-const RNG: &[Allowed] = &[];
+const RNG: &[Allowed] = &[(
+    libc::SYS_timerfd_settime,
+    "arming the rate limiter's timer while throttled",
+)];
 
 impl ThreadKind {
     /// Every kind, for tests and tools.

@@ -345,10 +345,11 @@ pub fn slot_shares(config: &VmConfig, dir: &Path) -> Vec<SharedDir> {
 pub fn slot_disks(config: &VmConfig, dir: &Path) -> Vec<Disk> {
     (0..DISK_SLOTS)
         .map(|i| {
-            config.disks.get(i).cloned().unwrap_or_else(|| Disk {
-                path: dir.join(EMPTY_DISK),
-                read_only: true,
-            })
+            config
+                .disks
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| Disk::new(dir.join(EMPTY_DISK), true))
         })
         .collect()
 }
@@ -385,13 +386,7 @@ pub fn create(
     template.snapshot = SnapshotUse::Off;
     // Writable while the guest probes them, so that it does not take them
     // for read-only disks (a feature it reads once).
-    template.disks = vec![
-        Disk {
-            path: empty_disk,
-            read_only: false,
-        };
-        DISK_SLOTS
-    ];
+    template.disks = vec![Disk::new(empty_disk, false); DISK_SLOTS];
     template.vsock_uds = Some(building.path().join("vsock.sock"));
     template.shares = slot_shares(&VmConfig::default(), building.path());
     template.template = true;
