@@ -18,7 +18,7 @@
 //! request fails with ENFILE and the passthrough keeps nothing of it.
 //!
 //! The worker serves requests one at a time; the counts are behind a mutex
-//! all the same, and it is never held while the passthrough runs.
+//! all the same, and it is never held across a call into the passthrough.
 
 use std::ffi::CStr;
 use std::io;
@@ -99,8 +99,9 @@ impl<F: FileSystem> GuardedFs<F> {
         args: CreateIn,
     ) -> io::Result<CreateReply<F::Handle>> {
         let entry = self.hand_out(ctx, self.inner.lookup(ctx, parent, name)?)?;
-        let opened = self.live().check_handle_room().and_then(|()| {
-            let flags = args.flags & !((libc::O_CREAT | libc::O_EXCL) as u32);
+        let room = self.live().check_handle_room();
+        let flags = args.flags & !((libc::O_CREAT | libc::O_EXCL) as u32);
+        let opened = room.and_then(|()| {
             self.inner
                 .open(ctx, F::Inode::from(entry.inode), flags, args.fuse_flags)
         });
