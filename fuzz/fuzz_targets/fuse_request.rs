@@ -16,7 +16,10 @@
 //! the input, so that the fuzzer reaches them).
 //!
 //! Fallocate lengths are capped at 1 MiB so that the fuzzer does not fill
-//! the host's disk; everything else reaches the device as generated.
+//! the host's disk, and the sizes of well-formed READ, READDIR and
+//! READDIRPLUS messages are mostly ones the reply buffer holds (a random
+//! size is almost always refused with ENOMEM, which hid the listing paths);
+//! everything else reaches the device as generated.
 
 #![no_main]
 
@@ -43,6 +46,8 @@ const OUT_LEN: u32 = 64 * 1024;
 const SECRET: &[u8] = b"outside the share\n";
 const FALLOCATE: u32 = 43;
 const MAX_FALLOCATE: u64 = 1 << 20;
+/// READ, READDIR, READDIRPLUS: `ReadIn::size` at bytes 16..20.
+const SIZED_READS: [u32; 3] = [15, 28, 44];
 
 #[derive(Arbitrary, Debug)]
 enum Name {
@@ -185,6 +190,13 @@ fn message(msg: &Msg, unique: u64) -> Vec<u8> {
         length.copy_from_slice(&body[16..24]);
         let capped = u64::from_le_bytes(length).min(MAX_FALLOCATE);
         body[16..24].copy_from_slice(&capped.to_le_bytes());
+    }
+    if fixed_len.is_some() && !msg.raw_fixed && SIZED_READS.contains(&opcode) {
+        // Up to a quarter more than the reply buffer: mostly sizes it holds.
+        let mut size = [0u8; 4];
+        size.copy_from_slice(&body[16..20]);
+        let size = u32::from_le_bytes(size) % (OUT_LEN + OUT_LEN / 4);
+        body[16..20].copy_from_slice(&size.to_le_bytes());
     }
     // A well-formed message has as many names as its opcode takes, and a
     // tail only where data follows them.
