@@ -108,11 +108,7 @@ fn parse_share(value: &str) -> Result<SharedDir, String> {
         .split_once('=')
         .filter(|(tag, dir)| !tag.is_empty() && !dir.is_empty())
         .ok_or_else(|| format!("{value:?}: expected TAG=DIR[:ro]"))?;
-    Ok(SharedDir {
-        tag: tag.to_string(),
-        path: PathBuf::from(dir),
-        read_only,
-    })
+    Ok(SharedDir::new(tag, dir, read_only))
 }
 
 fn parse_disk(value: &str) -> Result<Disk, String> {
@@ -120,10 +116,7 @@ fn parse_disk(value: &str) -> Result<Disk, String> {
     if path.is_empty() {
         return Err(format!("{value:?}: expected PATH[:ro]"));
     }
-    Ok(Disk {
-        path: PathBuf::from(path),
-        read_only,
-    })
+    Ok(Disk::new(path, read_only))
 }
 
 /// `tap=NAME[,mac=MAC][,mtu=N]`; the values are checked with the rest of

@@ -10,11 +10,16 @@
 //! entries, `.`, `..`) and trailing data, with the header length and the
 //! reply buffer sometimes wrong. Messages are sent one at a time and each
 //! must come back. Checked besides panics and hangs: the reply fits its
-//! buffer, and nothing outside the share changed (the sentinel's content,
-//! the directory it lives in).
+//! buffer, nothing outside the share changed (the sentinel's content,
+//! the directory it lives in), and the descriptors the device holds beneath
+//! the share stay within its inode and handle caps (small ones, chosen by
+//! the input, so that the fuzzer reaches them).
 //!
 //! Fallocate lengths are capped at 1 MiB so that the fuzzer does not fill
-//! the host's disk; everything else reaches the device as generated.
+//! the host's disk, and the sizes of well-formed READ, READDIR and
+//! READDIRPLUS messages are mostly ones the reply buffer holds (a random
+//! size is almost always refused with ENOMEM, which hid the listing paths);
+//! everything else reaches the device as generated.
 
 #![no_main]
 
@@ -41,6 +46,8 @@ const OUT_LEN: u32 = 64 * 1024;
 const SECRET: &[u8] = b"outside the share\n";
 const FALLOCATE: u32 = 43;
 const MAX_FALLOCATE: u64 = 1 << 20;
+/// READ, READDIR, READDIRPLUS: `ReadIn::size` at bytes 16..20.
+const SIZED_READS: [u32; 3] = [15, 28, 44];
 
 #[derive(Arbitrary, Debug)]
 enum Name {
@@ -153,6 +160,8 @@ struct Input {
     xattr: bool,
     writeback: bool,
     cache: u8,
+    /// Inode and handle caps (1 to 4 each); the defaults if absent.
+    caps: Option<(u8, u8)>,
     /// FUSE_INIT first, with these flags (and this minor version).
     init: Option<(u32, u8)>,
     msgs: Vec<Msg>,
@@ -181,6 +190,13 @@ fn message(msg: &Msg, unique: u64) -> Vec<u8> {
         length.copy_from_slice(&body[16..24]);
         let capped = u64::from_le_bytes(length).min(MAX_FALLOCATE);
         body[16..24].copy_from_slice(&capped.to_le_bytes());
+    }
+    if fixed_len.is_some() && !msg.raw_fixed && SIZED_READS.contains(&opcode) {
+        // Up to a quarter more than the reply buffer: mostly sizes it holds.
+        let mut size = [0u8; 4];
+        size.copy_from_slice(&body[16..20]);
+        let size = u32::from_le_bytes(size) % (OUT_LEN + OUT_LEN / 4);
+        body[16..20].copy_from_slice(&size.to_le_bytes());
     }
     // A well-formed message has as many names as its opcode takes, and a
     // tail only where data follows them.
@@ -301,6 +317,19 @@ impl Driver {
     }
 }
 
+/// Descriptors of this process that refer to something beneath `dir` (the
+/// root itself, which the device always holds, is not counted).
+fn fds_beneath(dir: &Path) -> usize {
+    let root = dir.canonicalize().expect("canonical share");
+    let Ok(entries) = fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target != &root && target.starts_with(&root))
+        .count()
+}
+
 fuzz_target!(|input: Input| {
     let scratch = ScratchDir::new("fs");
     let share = fixture(scratch.path());
@@ -313,8 +342,17 @@ fuzz_target!(|input: Input| {
         },
         xattr: input.xattr,
         writeback: input.writeback,
+        ..FsConfig::default()
     };
-    let mut dev = FsDevice::new("fuzz", share, config).expect("fs device");
+    let config = match input.caps {
+        Some((inodes, handles)) => FsConfig {
+            max_inodes: 1 + usize::from(inodes % 4),
+            max_handles: 1 + usize::from(handles % 4),
+            ..config
+        },
+        None => config,
+    };
+    let mut dev = FsDevice::new("fuzz", share.clone(), config).expect("fs device");
     let mem = vmrun_fuzz::guest_memory(MEM_SIZE);
     let queues = [
         DriverQueue::new(&mem, HIPRIO_ADDR, QSIZE),
@@ -361,6 +399,13 @@ fuzz_target!(|input: Input| {
         unique += 1;
         drv.send(msg.hiprio, &message(msg, unique), &msg.out);
     }
+    let held = fds_beneath(&share);
+    assert!(
+        held <= config.max_inodes + config.max_handles,
+        "{held} descriptors beneath the share, caps {} inodes and {} handles",
+        config.max_inodes,
+        config.max_handles
+    );
     dev.reset();
     drop(dev);
     check_outside(scratch.path());

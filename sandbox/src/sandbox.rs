@@ -109,11 +109,8 @@ impl Sandbox {
         let mut vm = config.vm.clone();
         vm.vsock_uds = Some(dir.vsock());
         if config.share {
-            vm.shares.push(SharedDir {
-                tag: SHARE_TAG.to_string(),
-                path: dir.shared(),
-                read_only: false,
-            });
+            vm.shares
+                .push(SharedDir::new(SHARE_TAG, dir.shared(), false));
         }
         let mut vmm = VmmProcess::spawn(&config.vmm_binary, &vm, &dir, config.echo_console)?;
         let vmm_spawned = started.elapsed();

@@ -3,7 +3,11 @@
 //! optional; with no file at all the defaults boot what `scripts/setup.sh`
 //! installed. The VM of every sandbox is the `[vm]` table, a
 //! [`VmConfig`] with the VMM's own defaults (so the shim's pods restore from
-//! the default snapshot).
+//! the default snapshot). Shares, disks and the vsock socket are each
+//! sandbox's and refused there; the rate limits are not:
+//! `[vm.rng_rate_limit]` replaces the virtio-rng default (1 MiB/s, 4096
+//! requests/s; `{}` for none) and `[vm.disk_rate_limit]` is what every
+//! disk of a sandbox gets unless it has a limit of its own.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -196,6 +200,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("nets"), "{err}");
+    }
+
+    #[test]
+    fn rate_limits_come_from_the_vm_table() {
+        use vm_config::{RateLimit, TokenBucket};
+        let config = ShimConfig::parse("", Path::new("c.toml")).unwrap();
+        assert_eq!(config.vm.rng_rate_limit, RateLimit::default_rng());
+        let text = "[vm.rng_rate_limit]\nbytes = { rate = 65536, burst = 131072 }\n\
+                    [vm.disk_rate_limit]\nops = { rate = 500 }\n";
+        let config = ShimConfig::parse(text, Path::new("c.toml")).unwrap();
+        assert_eq!(
+            config.vm.rng_rate_limit,
+            RateLimit {
+                bytes: Some(TokenBucket {
+                    rate: 65536,
+                    burst: Some(131072)
+                }),
+                ops: None,
+            }
+        );
+        assert_eq!(
+            config.vm.disk_rate_limit.ops,
+            Some(TokenBucket::per_second(500))
+        );
+        // Handed to every sandbox's VMM as it is.
+        assert_eq!(config.sandbox_config().vm, config.vm);
+        let none = ShimConfig::parse("[vm]\nrng_rate_limit = {}\n", Path::new("c.toml")).unwrap();
+        assert!(none.vm.rng_rate_limit.is_unlimited());
+        let err = ShimConfig::parse(
+            "[vm]\nrng_rate_limit = { ops = { rate = 0 } }\n",
+            Path::new("/etc/vmrun/config.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "/etc/vmrun/config.toml: [vm] rng_rate_limit: ops.rate must be at least 1"
+            ),
+            "{err}"
+        );
+        let err = ShimConfig::parse(
+            "[vm]\ndisks = [{path = \"/img\", rate_limit = {}}]\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("per sandbox"), "{err}");
     }
 
     #[test]

@@ -32,15 +32,8 @@ async fn boot() -> Guest {
     let dir = common::test_dir("containers");
     busybox_bundle(&dir.join("bundle"));
     make_volume(&dir);
-    let rootfs = SharedDir {
-        tag: "rootfs".into(),
-        path: dir.join("bundle/rootfs"),
-        read_only: true,
-    };
-    let volume = Disk {
-        path: dir.join(VOLUME_IMAGE),
-        read_only: false,
-    };
+    let rootfs = SharedDir::new("rootfs", dir.join("bundle/rootfs"), true);
+    let volume = Disk::new(dir.join(VOLUME_IMAGE), false);
     let guest = common::boot(&dir, vec![rootfs], vec![volume]).await;
     guest
         .agent

@@ -55,11 +55,7 @@ async fn restored(name: &str) -> Guest {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join(name), name).unwrap();
-    let share = SharedDir {
-        tag: "data".into(),
-        path: data,
-        read_only: true,
-    };
+    let share = SharedDir::new("data", data, true);
     let guest = common::boot(&dir, vec![share], Vec::new()).await;
     assert!(guest.vm.restored(), "the VM booted instead of restoring");
     guest

@@ -42,6 +42,7 @@ mod interrupt;
 pub mod mmio;
 pub mod net;
 mod queue_loop;
+pub mod rate_limiter;
 pub mod rng;
 pub mod vsock;
 mod worker;
@@ -55,6 +56,10 @@ pub use fs::{FsCachePolicy, FsConfig, FsDevice, FsError};
 pub use interrupt::IrqTrigger;
 pub use mmio::{MmioError, MmioTransport, MMIO_WINDOW_SIZE};
 pub use net::{NetConfig, NetDevice, NetError, Tap};
+pub use rate_limiter::{
+    Bucket, Clock, ManualClock, MonotonicClock, RateLimit, RateLimitError, RateLimiter,
+    ThrottleCount,
+};
 pub use rng::{RngDevice, RngError};
 pub use vsock::{VsockDevice, VsockError};
 pub use worker::set_worker_confinement;

@@ -1,6 +1,11 @@
 //! virtio-rng: fills guest buffers with bytes from the host's `/dev/urandom`.
 //! The worker runs the event loop shared with fs and block
 //! ([`crate::queue_loop`]); this file only says what one request is.
+//!
+//! It may be rate limited ([`RngDevice::with_rate_limit`]): a request costs
+//! the bytes it will get (its writable length, at most
+//! [`MAX_BYTES_PER_REQUEST`]) and one operation; one that does not fit
+//! waits in the ring until the limiter's timer says it fits.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -13,7 +18,8 @@ use virtio_queue::{DescriptorChain, Queue};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::device::exact_queues;
-use crate::queue_loop::{run_event_loop, serve_queue};
+use crate::queue_loop::serve_rate_limited_queue;
+use crate::rate_limiter::{Clock, MonotonicClock, RateLimit, RateLimiter, ThrottleCount};
 use crate::worker::Worker;
 use crate::{ActivateError, GuestMemoryMmap, IrqTrigger, VirtioDevice};
 
@@ -31,22 +37,62 @@ pub enum RngError {
     /// Opening the host entropy source failed.
     #[error("failed to open /dev/urandom: {0}")]
     OpenEntropy(#[source] io::Error),
+    /// The rate limiter's timer could not be created.
+    #[error("cannot create the virtio-rng rate limiter: {0}")]
+    RateLimiter(#[source] io::Error),
 }
 
 /// The virtio-rng device.
 pub struct RngDevice {
     entropy: File,
-    worker: Option<Worker<()>>,
+    limit: RateLimit,
+    clock: Arc<dyn Clock>,
+    /// The limiter of the next activation (handed back by the worker).
+    limiter: Option<RateLimiter>,
+    throttled: ThrottleCount,
+    worker: Option<Worker<RateLimiter>>,
 }
 
 impl RngDevice {
-    /// Creates the device; it reads the host's `/dev/urandom`.
+    /// Creates the device; it reads the host's `/dev/urandom`, as fast as
+    /// the guest asks (see [`with_rate_limit`](Self::with_rate_limit)).
     pub fn new() -> Result<Self, RngError> {
         let entropy = File::open("/dev/urandom").map_err(RngError::OpenEntropy)?;
+        let limiter = RateLimiter::unlimited();
         Ok(RngDevice {
             entropy,
+            limit: RateLimit::UNLIMITED,
+            clock: Arc::new(MonotonicClock::new()),
+            throttled: limiter.throttle_count(),
+            limiter: Some(limiter),
             worker: None,
         })
+    }
+
+    /// Limits the bytes and requests the guest may get per second, timed by
+    /// `clock` (a [`MonotonicClock`] outside tests). Creates the limiter's
+    /// timer now.
+    pub fn with_rate_limit(
+        mut self,
+        limit: RateLimit,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, RngError> {
+        let limiter = RateLimiter::new(limit, clock.clone()).map_err(RngError::RateLimiter)?;
+        self.limit = limit;
+        self.clock = clock;
+        self.throttled = limiter.throttle_count();
+        self.limiter = Some(limiter);
+        Ok(self)
+    }
+
+    /// The rate limit.
+    pub fn rate_limit(&self) -> RateLimit {
+        self.limit
+    }
+
+    /// How often the rate limiter has held requests back.
+    pub fn throttle_count(&self) -> ThrottleCount {
+        self.throttled.clone()
     }
 }
 
@@ -86,23 +132,30 @@ impl VirtioDevice for RngDevice {
         }
         let ([mut queue], [queue_evt]) = exact_queues::<1>(queues, queue_events)?;
         let mut entropy = self.entropy.try_clone().map_err(ActivateError::Worker)?;
+        let mut limiter = match self.limiter.take() {
+            Some(limiter) => limiter,
+            // The last worker panicked with it: a new one, full.
+            None => {
+                let limiter = RateLimiter::new(self.limit, self.clock.clone())
+                    .map_err(ActivateError::Worker)?;
+                self.throttled = limiter.throttle_count();
+                limiter
+            }
+        };
         let worker = Worker::spawn("virtio-rng", move |kill| {
             let mut buf = Vec::new();
-            run_event_loop(
+            serve_rate_limited_queue(
                 "virtio-rng",
                 &kill,
-                std::slice::from_ref(&queue_evt),
-                |_| {
-                    serve_queue(
-                        "virtio-rng",
-                        &mem,
-                        &mut queue,
-                        &queue_evt,
-                        &interrupt,
-                        |chain| serve_request(&mem, &mut entropy, &mut buf, chain),
-                    );
-                },
+                &mem,
+                &mut queue,
+                &queue_evt,
+                &interrupt,
+                &mut limiter,
+                |chain| (request_bytes(chain), 1),
+                |chain| serve_request(&mem, &mut entropy, &mut buf, chain),
             );
+            limiter
         })
         .map_err(ActivateError::Worker)?;
         self.worker = Some(worker);
@@ -111,9 +164,20 @@ impl VirtioDevice for RngDevice {
 
     fn reset(&mut self) {
         if let Some(worker) = self.worker.take() {
-            worker.stop();
+            self.limiter = worker.stop();
         }
     }
+}
+
+/// The bytes a request will get, for rate limiting: its writable length
+/// (from the descriptors alone), at most [`MAX_BYTES_PER_REQUEST`].
+fn request_bytes(chain: &DescriptorChain<&GuestMemoryMmap>) -> u64 {
+    chain
+        .clone()
+        .filter(|desc| desc.is_write_only())
+        .map(|desc| u64::from(desc.len()))
+        .fold(0u64, u64::saturating_add)
+        .min(MAX_BYTES_PER_REQUEST as u64)
 }
 
 /// Serves one request: a chain the guest got wrong (outside guest memory,
@@ -180,9 +244,16 @@ mod tests {
     }
 
     fn setup(mem: &GuestMemoryMmap, vq: &MockSplitQueue<GuestMemoryMmap>) -> Setup {
+        setup_device(mem, vq, RngDevice::new().unwrap())
+    }
+
+    fn setup_device(
+        mem: &GuestMemoryMmap,
+        vq: &MockSplitQueue<GuestMemoryMmap>,
+        mut dev: RngDevice,
+    ) -> Setup {
         let irq = Arc::new(IrqTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap()));
         let evt = EventFd::new(EFD_NONBLOCK).unwrap();
-        let mut dev = RngDevice::new().unwrap();
         dev.activate(
             mem.clone(),
             irq.clone(),
@@ -232,6 +303,73 @@ mod tests {
         }
         assert_ne!(s.irq.status() & 1, 0, "used-ring interrupt not raised");
         assert_eq!(s.irq.irqfd().read().unwrap(), 1);
+        // Not limited unless asked.
+        assert!(s.dev.rate_limit().is_unlimited());
+        assert_eq!(s.dev.throttle_count().get(), 0);
+        s.dev.reset();
+    }
+
+    /// Polls `done` until it holds; a hang guard, not a timing assertion.
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// 256 bytes at once, 1 MiB/s: four 64-byte requests get their bytes,
+    /// the rest wait in the ring until the (manual) clock has earned them.
+    #[test]
+    fn a_rate_limited_rng_serves_its_budget_then_what_the_clock_earns() {
+        use crate::rate_limiter::{Bucket, ManualClock, RateLimit};
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vq = MockSplitQueue::new(&mem, 16);
+        let descs: Vec<RawDescriptor> = (0..8u64)
+            .map(|i| {
+                RawDescriptor::from(Descriptor::new(
+                    0x1_0000 + 0x100 * i,
+                    64,
+                    VRING_DESC_F_WRITE as u16,
+                    0,
+                ))
+            })
+            .collect();
+        vq.add_desc_chains(&descs, 0).unwrap();
+        let clock = Arc::new(ManualClock::new());
+        let limit = RateLimit {
+            bytes: Some(Bucket::new(1 << 20, 256).unwrap()),
+            ops: None,
+        };
+        let dev = RngDevice::new()
+            .unwrap()
+            .with_rate_limit(limit, clock.clone())
+            .unwrap();
+        assert_eq!(dev.rate_limit(), limit);
+        let throttled = dev.throttle_count();
+        let mut s = setup_device(&mem, &vq, dev);
+        s.evt.write(1).unwrap();
+        wait_until("the fifth request to be refused", || throttled.get() >= 1);
+        assert_eq!(vq.used().idx().load(), 4);
+        let filled = |i: u64| {
+            let mut buf = [0u8; 64];
+            s.mem
+                .read_slice(&mut buf, GuestAddress(0x1_0000 + 0x100 * i))
+                .unwrap();
+            buf.iter().any(|&b| b != 0)
+        };
+        assert!((0..4).all(filled));
+        assert!(!(4..8).any(filled), "a refused request got bytes");
+
+        // 128 bytes at 1 MiB/s: two more.
+        clock.advance(Duration::from_nanos(122_071));
+        wait_until("two more requests", || vq.used().idx().load() == 6);
+        let seen = throttled.get();
+        wait_until("the seventh to be refused", || throttled.get() > seen);
+        assert_eq!(vq.used().idx().load(), 6);
+        clock.advance(Duration::from_secs(1));
+        wait_until("the last two", || vq.used().idx().load() == 8);
+        assert!((0..8).all(filled));
         s.dev.reset();
     }
 

@@ -57,6 +57,108 @@ pub struct VmConfig {
     /// Boot the guest a snapshot is made of (see [`crate::snapshot`]):
     /// slot-tagged shares, and on a software-KVM host one vCPU online.
     pub template: bool,
+    /// What the guest may draw from virtio-rng per second (default:
+    /// [`RateLimit::default_rng`]).
+    pub rng_rate_limit: RateLimit,
+    /// The rate limit of every disk that has none of its own (default:
+    /// none).
+    pub disk_rate_limit: RateLimit,
+}
+
+/// What the guest may make a device do per second, as token buckets: one
+/// of bytes, one of requests. A bucket holds at most `burst` tokens and
+/// earns `rate` per second; a request needs its bytes from the first and
+/// one token from the second, and waits in its queue until both have them
+/// (a request larger than the burst waits for a full bucket). A missing
+/// bucket does not limit; `{}` limits nothing. The limits are the host's
+/// and are not part of a snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimit {
+    /// Bytes moved (read, written or generated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<TokenBucket>,
+    /// Requests served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops: Option<TokenBucket>,
+}
+
+/// One token bucket of a [`RateLimit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBucket {
+    /// Tokens earned per second.
+    pub rate: u64,
+    /// Most tokens held at once, i.e. the largest burst; default: one
+    /// second's worth (`rate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+}
+
+impl TokenBucket {
+    /// `rate` per second, bursts of one second's worth.
+    pub const fn per_second(rate: u64) -> Self {
+        TokenBucket { rate, burst: None }
+    }
+
+    /// The bucket's size.
+    pub fn burst(&self) -> u64 {
+        self.burst.unwrap_or(self.rate)
+    }
+}
+
+/// [`RateLimit::default_rng`]'s bytes per second.
+pub const DEFAULT_RNG_BYTES_PER_SEC: u64 = 1 << 20;
+/// [`RateLimit::default_rng`]'s requests per second.
+pub const DEFAULT_RNG_OPS_PER_SEC: u64 = 4096;
+
+impl RateLimit {
+    /// No limit.
+    pub const UNLIMITED: RateLimit = RateLimit {
+        bytes: None,
+        ops: None,
+    };
+
+    /// The virtio-rng default: 1 MiB/s and 4096 requests/s, each with
+    /// bursts of one second's worth. A Linux guest needs a few dozen bytes:
+    /// its hwrng thread reads 64-byte blocks until the kernel's CRNG is
+    /// seeded, then once a minute; one reading `/dev/hwrng` in a loop gets
+    /// 256 KiB/s (4096 requests of 64 bytes). What it costs the host is the
+    /// requests more than the bytes (each a worker round and a read of
+    /// `/dev/urandom`): 4096 of them a second are about 1% of a core.
+    pub const fn default_rng() -> Self {
+        RateLimit {
+            bytes: Some(TokenBucket::per_second(DEFAULT_RNG_BYTES_PER_SEC)),
+            ops: Some(TokenBucket::per_second(DEFAULT_RNG_OPS_PER_SEC)),
+        }
+    }
+
+    /// Whether this limits nothing.
+    pub fn is_unlimited(&self) -> bool {
+        self.bytes.is_none() && self.ops.is_none()
+    }
+
+    /// Checks that every bucket passes something; `what` names the limit in
+    /// the error.
+    fn validate(&self, what: impl Fn() -> String) -> Result<(), ConfigError> {
+        for (name, bucket) in [("bytes", self.bytes), ("ops", self.ops)] {
+            let Some(bucket) = bucket else { continue };
+            let zero = if bucket.rate == 0 {
+                Some("rate")
+            } else if bucket.burst == Some(0) {
+                Some("burst")
+            } else {
+                None
+            };
+            if let Some(field) = zero {
+                return Err(ConfigError::RateLimit {
+                    what: what(),
+                    field: format!("{name}.{field}"),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A host directory the guest mounts with `mount -t virtiofs <tag> <dir>`.
@@ -67,6 +169,47 @@ pub struct SharedDir {
     pub path: PathBuf,
     #[serde(default)]
     pub read_only: bool,
+    /// Most inodes the guest may hold a lookup on at once: each keeps a
+    /// descriptor open in the VMM. Past it, what would add one fails with
+    /// ENFILE in the guest until it forgets some.
+    #[serde(default = "default_share_max_inodes")]
+    pub max_inodes: u32,
+    /// Most files and directories the guest may hold open at once on the
+    /// share (each a descriptor in the VMM); past it, opens fail with ENFILE.
+    #[serde(default = "default_share_max_handles")]
+    pub max_handles: u32,
+}
+
+/// Default [`SharedDir::max_inodes`]. With [`DEFAULT_SHARE_MAX_HANDLES`],
+/// four shares (the most a restored VM has) hold at most 4 x (12288 +
+/// 2048) = 57344 descriptors, which leaves 8192 of an `RLIMIT_NOFILE` of
+/// 65536 for the rest of the VMM. A Linux guest keeps a lookup per cached
+/// inode and forgets them only under memory pressure: one that walks a
+/// larger tree (`find` over a big image) gets ENFILE for the rest until its
+/// cache shrinks, so raise it for such shares.
+pub const DEFAULT_SHARE_MAX_INODES: u32 = 12288;
+/// Default [`SharedDir::max_handles`] (see [`DEFAULT_SHARE_MAX_INODES`]).
+pub const DEFAULT_SHARE_MAX_HANDLES: u32 = 2048;
+
+fn default_share_max_inodes() -> u32 {
+    DEFAULT_SHARE_MAX_INODES
+}
+
+fn default_share_max_handles() -> u32 {
+    DEFAULT_SHARE_MAX_HANDLES
+}
+
+impl SharedDir {
+    /// `path` shared as `tag`, with the default caps.
+    pub fn new(tag: impl Into<String>, path: impl Into<PathBuf>, read_only: bool) -> Self {
+        SharedDir {
+            tag: tag.into(),
+            path: path.into(),
+            read_only,
+            max_inodes: DEFAULT_SHARE_MAX_INODES,
+            max_handles: DEFAULT_SHARE_MAX_HANDLES,
+        }
+    }
 }
 
 /// A raw disk image.
@@ -76,6 +219,20 @@ pub struct Disk {
     pub path: PathBuf,
     #[serde(default)]
     pub read_only: bool,
+    /// This disk's rate limit; if unset, the VM's `disk_rate_limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Disk {
+    /// The image at `path`, with the VM's disk rate limit.
+    pub fn new(path: impl Into<PathBuf>, read_only: bool) -> Self {
+        Disk {
+            path: path.into(),
+            read_only,
+            rate_limit: None,
+        }
+    }
 }
 
 pub use guest::GUEST_CID;
@@ -100,6 +257,8 @@ impl Default for VmConfig {
             seccomp: true,
             jail: JailConfig::default(),
             template: false,
+            rng_rate_limit: RateLimit::default_rng(),
+            disk_rate_limit: RateLimit::UNLIMITED,
         }
     }
 }
@@ -199,6 +358,10 @@ pub enum ConfigError {
     OpenFiles(u64),
     #[error("jail.file_size_mib must be at least 1")]
     FileSize,
+    #[error("shared directory {tag:?}: {field} must be at least 1 (0 leaves the guest nothing of the share)")]
+    ShareLimit { tag: String, field: &'static str },
+    #[error("{what}: {field} must be at least 1 (leave the bucket out for no limit)")]
+    RateLimit { what: String, field: String },
 }
 
 /// virtio-mmio devices get GSIs 5..=23 of the IOAPIC.
@@ -228,12 +391,41 @@ impl VmConfig {
         if let Some(share) = self.shares.iter().find(|s| !tags.insert(&s.tag)) {
             return Err(ConfigError::DuplicateTag(share.tag.clone()));
         }
-        net::validate(&self.nets)
+        net::validate(&self.nets)?;
+        self.rng_rate_limit
+            .validate(|| "rng_rate_limit".to_string())?;
+        self.disk_rate_limit
+            .validate(|| "disk_rate_limit".to_string())?;
+        for (i, disk) in self.disks.iter().enumerate() {
+            if let Some(limit) = &disk.rate_limit {
+                limit.validate(|| format!("disks[{i}] ({}) rate_limit", disk.path.display()))?;
+            }
+        }
+        for share in &self.shares {
+            let zero = [
+                ("max_inodes", share.max_inodes),
+                ("max_handles", share.max_handles),
+            ]
+            .into_iter()
+            .find(|(_, value)| *value == 0);
+            if let Some((field, _)) = zero {
+                return Err(ConfigError::ShareLimit {
+                    tag: share.tag.clone(),
+                    field,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Guest RAM in bytes.
     pub fn memory_bytes(&self) -> u64 {
         self.memory_mib << 20
+    }
+
+    /// The rate limit `disk` gets: its own, else the VM's default.
+    pub fn rate_limit_of(&self, disk: &Disk) -> RateLimit {
+        disk.rate_limit.unwrap_or(self.disk_rate_limit)
     }
 }
 
@@ -263,11 +455,7 @@ mod tests {
 
     #[test]
     fn rejects_duplicate_tags_and_too_many_devices() {
-        let share = SharedDir {
-            tag: "rootfs".into(),
-            path: PathBuf::from("/srv"),
-            read_only: false,
-        };
+        let share = SharedDir::new("rootfs", "/srv", false);
         let cfg = VmConfig {
             shares: vec![share.clone(), share],
             ..VmConfig::default()
@@ -276,10 +464,7 @@ mod tests {
             cfg.validate(),
             Err(ConfigError::DuplicateTag("rootfs".into()))
         );
-        let disk = Disk {
-            path: PathBuf::from("/img"),
-            read_only: true,
-        };
+        let disk = Disk::new("/img", true);
         let cfg = VmConfig {
             disks: vec![disk.clone(); MAX_VIRTIO_DEVICES],
             ..VmConfig::default()
@@ -315,11 +500,7 @@ mod tests {
     fn round_trips_as_json_and_names_unknown_keys() {
         let config = VmConfig {
             vcpus: 1,
-            shares: vec![SharedDir {
-                tag: "sandbox".into(),
-                path: PathBuf::from("/run/vmrun/sb/x/shared"),
-                read_only: false,
-            }],
+            shares: vec![SharedDir::new("sandbox", "/run/vmrun/sb/x/shared", false)],
             snapshot: SnapshotUse::Dir(PathBuf::from("/var/cache/snap")),
             compat: CompatMode::Pvm,
             ..VmConfig::default()
@@ -340,5 +521,98 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("snapshot directory"), "{err}");
+    }
+
+    #[test]
+    fn rate_limits_default_parse_and_are_checked() {
+        let config = VmConfig::default();
+        assert_eq!(config.rng_rate_limit, RateLimit::default_rng());
+        let rng = config.rng_rate_limit;
+        assert_eq!(
+            rng.bytes.map(|b| (b.rate, b.burst())),
+            Some((1 << 20, 1 << 20))
+        );
+        assert_eq!(rng.ops.map(|b| (b.rate, b.burst())), Some((4096, 4096)));
+        assert!(config.disk_rate_limit.is_unlimited());
+
+        let json = r#"{
+            "rng_rate_limit": {},
+            "disk_rate_limit": {"ops": {"rate": 100}},
+            "disks": [
+                {"path": "/a.img"},
+                {"path": "/b.img", "rate_limit": {"bytes": {"rate": 10485760, "burst": 20971520}}},
+                {"path": "/c.img", "rate_limit": {}}
+            ]
+        }"#;
+        let config: VmConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(config.validate(), Ok(()));
+        assert!(config.rng_rate_limit.is_unlimited());
+        let ops100 = RateLimit {
+            ops: Some(TokenBucket::per_second(100)),
+            bytes: None,
+        };
+        assert_eq!(config.rate_limit_of(&config.disks[0]), ops100);
+        let own = config.rate_limit_of(&config.disks[1]);
+        assert_eq!(own.bytes.map(|b| b.burst()), Some(20 << 20));
+        assert_eq!(own.ops, None);
+        assert!(config.rate_limit_of(&config.disks[2]).is_unlimited());
+        // Round trip, and nothing is written for what is not set.
+        let text = serde_json::to_string(&config).unwrap();
+        assert!(
+            text.contains(r#""disk_rate_limit":{"ops":{"rate":100}}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<VmConfig>(&text).unwrap(), config);
+
+        let bad = |json: &str| {
+            serde_json::from_str::<VmConfig>(json)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        let err = bad(r#"{"rng_rate_limit": {"bytes": {"rate": 0}}}"#);
+        assert_eq!(
+            err,
+            "rng_rate_limit: bytes.rate must be at least 1 (leave the bucket out for no limit)"
+        );
+        let err = bad(
+            r#"{"disks": [{"path": "/x.img", "rate_limit": {"ops": {"rate": 5, "burst": 0}}}]}"#,
+        );
+        assert!(
+            err.starts_with("disks[0] (/x.img) rate_limit: ops.burst"),
+            "{err}"
+        );
+        let err = bad(r#"{"disk_rate_limit": {"ops": {"rate": 0}}}"#);
+        assert!(err.starts_with("disk_rate_limit: ops.rate"), "{err}");
+        let err = serde_json::from_str::<VmConfig>(
+            r#"{"rng_rate_limit": {"bytes": {"rate": 1, "size": 2}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `size`"), "{err}");
+    }
+
+    #[test]
+    fn share_caps_default_and_are_checked() {
+        let config: VmConfig =
+            serde_json::from_str(r#"{"shares": [{"tag": "a", "path": "/srv"}]}"#).unwrap();
+        assert_eq!(config.shares[0], SharedDir::new("a", "/srv", false));
+        assert_eq!(config.shares[0].max_inodes, DEFAULT_SHARE_MAX_INODES);
+        assert_eq!(config.shares[0].max_handles, DEFAULT_SHARE_MAX_HANDLES);
+        let config: VmConfig = serde_json::from_str(
+            r#"{"shares": [{"tag": "a", "path": "/srv", "max_inodes": 100, "max_handles": 0}]}"#,
+        )
+        .unwrap();
+        assert_eq!(config.shares[0].max_inodes, 100);
+        let err = config.validate().unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::ShareLimit {
+                tag: "a".into(),
+                field: "max_handles"
+            }
+        );
+        assert!(err.to_string().contains("\"a\": max_handles"), "{err}");
     }
 }

@@ -258,16 +258,8 @@ async fn bench(args: &ContainersBenchArgs, dir: &Path) -> anyhow::Result<()> {
         memory_mib: args.memory,
         vsock_uds: Some(dir.join("vsock.sock")),
         shares: vec![
-            SharedDir {
-                tag: "rootfs".into(),
-                path: bundle.join("rootfs"),
-                read_only: true,
-            },
-            SharedDir {
-                tag: "data".into(),
-                path: data.clone(),
-                read_only: false,
-            },
+            SharedDir::new("rootfs", bundle.join("rootfs"), true),
+            SharedDir::new("data", data.clone(), false),
         ],
         ..defaults
     };

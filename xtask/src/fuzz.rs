@@ -8,6 +8,10 @@
 //! grow from run to run; crash inputs land in `fuzz/artifacts/<target>`; the
 //! libFuzzer output of the last run of each target is kept in
 //! `fuzz/logs/<target>.log`. None of these are committed.
+//!
+//! `--dev` builds the targets without optimization (still with the address
+//! sanitizer and debug assertions): a cold build takes about a third of the
+//! time and the targets run slower, which suits a short smoke run in CI.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -27,6 +31,10 @@ pub struct FuzzArgs {
     /// Cargo target directory of the fuzz build (default: fuzz/target).
     #[arg(long, value_name = "DIR")]
     target_dir: Option<PathBuf>,
+    /// Build without optimization (`cargo fuzz --dev`): quicker to build,
+    /// slower to run.
+    #[arg(long)]
+    dev: bool,
     /// Extra libFuzzer options, after `--` (e.g. `-- -max_len=4096`).
     #[arg(last = true, value_name = "LIBFUZZER_ARGS")]
     libfuzzer_args: Vec<String>,
@@ -67,7 +75,7 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from));
     println!("building the fuzz targets (cargo +nightly fuzz build)...");
-    let mut build = cargo_fuzz(&fuzz_dir, "build", target_dir.as_deref());
+    let mut build = cargo_fuzz(&fuzz_dir, "build", target_dir.as_deref(), args.dev);
     let status = build
         .status()
         .context("cannot run cargo +nightly fuzz build")?;
@@ -143,7 +151,7 @@ fn check_setup() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cargo_fuzz(fuzz_dir: &Path, subcommand: &str, target_dir: Option<&Path>) -> Command {
+fn cargo_fuzz(fuzz_dir: &Path, subcommand: &str, target_dir: Option<&Path>, dev: bool) -> Command {
     let mut cmd = Command::new("cargo");
     cmd.args(["+nightly", "fuzz", subcommand])
         .arg("--fuzz-dir")
@@ -151,6 +159,9 @@ fn cargo_fuzz(fuzz_dir: &Path, subcommand: &str, target_dir: Option<&Path>) -> C
         .current_dir(fuzz_dir);
     if let Some(dir) = target_dir {
         cmd.arg("--target-dir").arg(dir);
+    }
+    if dev {
+        cmd.arg("--dev");
     }
     // `cargo xtask` runs under the stable toolchain's cargo, which tells
     // its child which cargo and rustc it is; the nightly build must not
@@ -162,7 +173,7 @@ fn cargo_fuzz(fuzz_dir: &Path, subcommand: &str, target_dir: Option<&Path>) -> C
 }
 
 fn list_targets(fuzz_dir: &Path) -> anyhow::Result<Vec<String>> {
-    let out = cargo_fuzz(fuzz_dir, "list", None)
+    let out = cargo_fuzz(fuzz_dir, "list", None, false)
         .output()
         .context("cannot run cargo +nightly fuzz list")?;
     if !out.status.success() {
@@ -201,7 +212,7 @@ fn run_target(
     let log_path = logs.join(format!("{target}.log"));
     let log = fs::File::create(&log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
-    let mut cmd = cargo_fuzz(fuzz_dir, "run", target_dir);
+    let mut cmd = cargo_fuzz(fuzz_dir, "run", target_dir, args.dev);
     cmd.current_dir(&work)
         .arg(target)
         .arg("--")

@@ -16,10 +16,11 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::request::{process_chain, Disk, ID_LEN};
+use super::request::{data_bytes, process_chain, Disk, ID_LEN};
 use super::{BlockError, MAX_SEGMENTS, MAX_SEGMENT_SIZE, QUEUE_SIZE, SECTOR_SIZE};
 use crate::device::{exact_queues, read_config_bytes};
-use crate::queue_loop::{run_event_loop, serve_queue};
+use crate::queue_loop::serve_rate_limited_queue;
+use crate::rate_limiter::{Clock, MonotonicClock, RateLimit, RateLimiter, ThrottleCount};
 use crate::worker::Worker;
 use crate::{ActivateError, GuestMemoryMmap, IrqTrigger, VirtioDevice};
 
@@ -30,14 +31,23 @@ const CONFIG_LEN: usize = 16;
 
 /// A virtio-blk device backed by a raw image file.
 pub struct BlockDevice {
+    path: PathBuf,
     disk: Arc<Disk>,
     config: [u8; CONFIG_LEN],
-    worker: Option<Worker<()>>,
+    limit: RateLimit,
+    clock: Arc<dyn Clock>,
+    /// The limiter of the next activation; the worker hands it back when it
+    /// stops, so that a reset does not refill the guest's budget.
+    limiter: Option<RateLimiter>,
+    throttled: ThrottleCount,
+    worker: Option<Worker<RateLimiter>>,
 }
 
 impl BlockDevice {
     /// Opens the raw image at `path` (read-write unless `read_only`). The
     /// capacity is the image size rounded down to whole 512-byte sectors.
+    /// The device is not rate limited (see
+    /// [`with_rate_limit`](Self::with_rate_limit)).
     pub fn new(path: PathBuf, read_only: bool) -> Result<Self, BlockError> {
         let mut file = OpenOptions::new()
             .read(true)
@@ -78,11 +88,48 @@ impl BlockDevice {
             path.display(),
             if read_only { ", read-only" } else { "" }
         );
+        let limiter = RateLimiter::unlimited();
         Ok(BlockDevice {
+            path,
             disk: Arc::new(disk),
             config,
+            limit: RateLimit::UNLIMITED,
+            clock: Arc::new(MonotonicClock::new()),
+            throttled: limiter.throttle_count(),
+            limiter: Some(limiter),
             worker: None,
         })
+    }
+
+    /// Limits what the guest may make the device do per second: each
+    /// request costs its data length in bytes and one operation, timed by
+    /// `clock` (a [`MonotonicClock`] outside tests). Creates the limiter's
+    /// timer now.
+    pub fn with_rate_limit(
+        mut self,
+        limit: RateLimit,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, BlockError> {
+        let limiter =
+            RateLimiter::new(limit, clock.clone()).map_err(|source| BlockError::RateLimiter {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.limit = limit;
+        self.clock = clock;
+        self.throttled = limiter.throttle_count();
+        self.limiter = Some(limiter);
+        Ok(self)
+    }
+
+    /// The rate limit.
+    pub fn rate_limit(&self) -> RateLimit {
+        self.limit
+    }
+
+    /// How often the rate limiter has held requests back.
+    pub fn throttle_count(&self) -> ThrottleCount {
+        self.throttled.clone()
     }
 
     /// The capacity in 512-byte sectors.
@@ -155,23 +202,30 @@ impl VirtioDevice for BlockDevice {
             return Err(ActivateError::AlreadyActive);
         }
         let ([mut queue], [queue_evt]) = exact_queues::<1>(queues, queue_events)?;
+        let mut limiter = match self.limiter.take() {
+            Some(limiter) => limiter,
+            // The last worker panicked with it: a new one, full.
+            None => {
+                let limiter = RateLimiter::new(self.limit, self.clock.clone())
+                    .map_err(ActivateError::Worker)?;
+                self.throttled = limiter.throttle_count();
+                limiter
+            }
+        };
         let disk = self.disk.clone();
         let worker = Worker::spawn("virtio-blk", move |kill| {
-            run_event_loop(
+            serve_rate_limited_queue(
                 "virtio-blk",
                 &kill,
-                std::slice::from_ref(&queue_evt),
-                |_| {
-                    serve_queue(
-                        "virtio-blk",
-                        &mem,
-                        &mut queue,
-                        &queue_evt,
-                        &interrupt,
-                        |chain| process_chain(&disk, &mem, chain),
-                    );
-                },
+                &mem,
+                &mut queue,
+                &queue_evt,
+                &interrupt,
+                &mut limiter,
+                |chain| (data_bytes(chain), 1),
+                |chain| process_chain(&disk, &mem, chain),
             );
+            limiter
         })
         .map_err(ActivateError::Worker)?;
         self.worker = Some(worker);
@@ -180,7 +234,7 @@ impl VirtioDevice for BlockDevice {
 
     fn reset(&mut self) {
         if let Some(worker) = self.worker.take() {
-            worker.stop();
+            self.limiter = worker.stop();
         }
     }
 }

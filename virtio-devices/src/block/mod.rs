@@ -13,6 +13,11 @@
 //! byte is returned unanswered (used length 0); any other malformed request
 //! gets `VIRTIO_BLK_S_IOERR`. The status byte is written after the data.
 //!
+//! A device may be rate limited ([`BlockDevice::with_rate_limit`]): each
+//! request costs its data length in bytes and one operation, and one that
+//! does not fit the budget waits in the ring, with the requests behind it,
+//! until the limiter's timer says it fits (see [`crate::rate_limiter`]).
+//!
 //! Module layout: [`device`] is the [`VirtioDevice`](crate::VirtioDevice)
 //! face, `request` parses and executes one descriptor chain, `file_io` does
 //! positioned I/O between the image and guest memory.
@@ -57,6 +62,15 @@ pub enum BlockError {
     /// The size or identity of the disk image could not be determined.
     #[error("failed to inspect disk image {path}: {source}")]
     Inspect {
+        /// The image path.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The rate limiter's timer could not be created.
+    #[error("cannot create the rate limiter of disk image {path}: {source}")]
+    RateLimiter {
         /// The image path.
         path: PathBuf,
         /// The underlying error.

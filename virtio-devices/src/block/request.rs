@@ -139,6 +139,24 @@ impl Layout {
     }
 }
 
+/// What a request moves, for rate limiting: the length of its data
+/// descriptors (all but the first, the header, and the last, the status),
+/// read from the descriptors alone, before anything is checked.
+pub(crate) fn data_bytes(chain: &DescriptorChain<&GuestMemoryMmap>) -> u64 {
+    let mut lens = chain.clone().map(|desc| u64::from(desc.len()));
+    if lens.next().is_none() {
+        return 0;
+    }
+    let mut data = 0u64;
+    let mut previous = None;
+    for len in lens {
+        if let Some(previous) = previous.replace(len) {
+            data = data.saturating_add(previous);
+        }
+    }
+    data
+}
+
 /// Serves one chain; returns the used length (bytes written to the guest,
 /// status byte included), 0 if the chain could not be answered.
 pub(crate) fn process_chain(

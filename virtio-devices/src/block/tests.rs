@@ -18,7 +18,10 @@ use vmm_sys_util::tempfile::TempFile;
 
 use super::*;
 use crate::test_utils::DriverQueue;
-use crate::{ActivateError, GuestMemoryMmap, IrqTrigger, VirtioDevice};
+use crate::{
+    ActivateError, Bucket, GuestMemoryMmap, IrqTrigger, ManualClock, RateLimit, VirtioDevice,
+};
+use virtio_queue::QueueT;
 
 const MEM_SIZE: usize = 4 << 20;
 const QUEUE_ADDR: u64 = 0;
@@ -446,4 +449,222 @@ fn reset_allows_reactivation() {
     );
     assert_eq!(drv.read_mem(DATA_ADDR, 512), vec![9u8; 512]);
     dev.reset();
+}
+
+/// Polls `done` until it holds; a hang guard, not a timing assertion.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+impl Driver<'_> {
+    /// Publishes `n` one-sector reads of sector `i` (request `i`: descriptors
+    /// 3i..3i+2, data at DATA_ADDR + 512 i, status at STATUS_ADDR + i) at
+    /// once, and notifies the device if `kick`.
+    fn publish_reads(&mut self, n: u16, kick: bool) {
+        for i in 0..n {
+            let header = HEADER_ADDR + 16 * u64::from(i);
+            let mut bytes = [0u8; 16];
+            bytes[0..4].copy_from_slice(&VIRTIO_BLK_T_IN.to_le_bytes());
+            bytes[8..16].copy_from_slice(&u64::from(i).to_le_bytes());
+            self.mem.write_slice(&bytes, GuestAddress(header)).unwrap();
+            let status = STATUS_ADDR + u64::from(i);
+            self.mem.write_obj(0xffu8, GuestAddress(status)).unwrap();
+            let d = 3 * i;
+            let next = VRING_DESC_F_NEXT as u16;
+            let write = VRING_DESC_F_WRITE as u16;
+            self.queue.set_desc(d, header, 16, next, d + 1);
+            let data = DATA_ADDR + 512 * u64::from(i);
+            self.queue.set_desc(d + 1, data, 512, write | next, d + 2);
+            self.queue.set_desc(d + 2, status, 1, write, 0);
+            self.queue.publish(self.next, d);
+            self.next = self.next.wrapping_add(1);
+        }
+        if kick {
+            self.evt.write(1).unwrap();
+        }
+    }
+
+    /// The status bytes of the first `n` requests of `publish_reads`.
+    fn statuses(&self, n: u16) -> Vec<u8> {
+        self.read_mem(STATUS_ADDR, usize::from(n))
+    }
+}
+
+/// A disk limited to 2 KiB at once and 1 MiB/s: four one-sector reads go
+/// through, the rest wait in the ring (the guest's notification does not
+/// change that) until the clock has earned them; the limit survives a reset.
+#[test]
+fn a_rate_limited_disk_serves_its_budget_then_what_the_clock_earns() {
+    let tmp = image();
+    let clock = Arc::new(ManualClock::new());
+    let limit = RateLimit {
+        bytes: Some(Bucket::new(1 << 20, 2048).unwrap()),
+        ops: None,
+    };
+    let mut dev = BlockDevice::new(tmp.as_path().to_path_buf(), false)
+        .unwrap()
+        .with_rate_limit(limit, clock.clone())
+        .unwrap();
+    assert_eq!(dev.rate_limit(), limit);
+    let throttled = dev.throttle_count();
+    let mem = test_mem();
+    let mut drv = Driver::activate(&mem, &mut dev);
+    drv.publish_reads(8, true);
+
+    // The clock stands still: once the device has refused the fifth, the
+    // first four are all it will ever serve.
+    wait_until("the fifth read to be refused", || throttled.get() >= 1);
+    assert_eq!(drv.queue.used_idx(), 4);
+    assert_eq!(
+        drv.statuses(8),
+        [S_OK, S_OK, S_OK, S_OK, 0xff, 0xff, 0xff, 0xff]
+    );
+    for i in 0..4u16 {
+        assert_eq!(
+            drv.read_mem(DATA_ADDR + 512 * u64::from(i), 512),
+            vec![i as u8; 512]
+        );
+    }
+    drv.evt.write(1).unwrap();
+
+    // 1 KiB more at 1 MiB/s: two more reads, then the seventh is refused.
+    clock.advance(Duration::from_nanos(976_563));
+    wait_until("two more reads", || drv.queue.used_idx() == 6);
+    let seen = throttled.get();
+    wait_until("the seventh read to be refused", || throttled.get() > seen);
+    assert_eq!(drv.queue.used_idx(), 6);
+    assert_eq!(drv.statuses(8)[4..], [S_OK, S_OK, 0xff, 0xff]);
+
+    // A reset keeps the empty bucket: a new driver gets nothing for free.
+    dev.reset();
+    let mem = test_mem();
+    let mut drv = Driver::activate(&mem, &mut dev);
+    drv.publish_reads(3, true);
+    let seen = throttled.get();
+    wait_until("a refusal after the reset", || throttled.get() > seen);
+    assert_eq!(drv.queue.used_idx(), 0);
+    // Enough for everything: all of it goes through.
+    clock.advance(Duration::from_secs(1));
+    wait_until("the three reads", || drv.queue.used_idx() == 3);
+    assert_eq!(drv.statuses(3), [S_OK; 3]);
+    dev.reset();
+}
+
+#[test]
+fn an_operations_limit_counts_requests_of_any_size() {
+    let tmp = image();
+    let clock = Arc::new(ManualClock::new());
+    let limit = RateLimit {
+        bytes: None,
+        ops: Some(Bucket::new(1000, 2).unwrap()),
+    };
+    let mut dev = BlockDevice::new(tmp.as_path().to_path_buf(), false)
+        .unwrap()
+        .with_rate_limit(limit, clock.clone())
+        .unwrap();
+    let throttled = dev.throttle_count();
+    let mem = test_mem();
+    let mut drv = Driver::activate(&mem, &mut dev);
+    drv.publish_reads(5, true);
+    wait_until("the third request to be refused", || throttled.get() >= 1);
+    assert_eq!(drv.queue.used_idx(), 2);
+    // Three milliseconds earn three requests, of which the bucket holds two.
+    clock.advance(Duration::from_millis(3));
+    wait_until("two more", || drv.queue.used_idx() == 4);
+    let seen = throttled.get();
+    wait_until("the fifth to be refused", || throttled.get() > seen);
+    assert_eq!(drv.queue.used_idx(), 4);
+    clock.advance(Duration::from_millis(1));
+    wait_until("the fifth", || drv.queue.used_idx() == 5);
+    dev.reset();
+}
+
+/// Without a limit nothing is held back, and requests already in the ring
+/// when the device starts (a restored guest's) are served without a
+/// notification.
+#[test]
+fn an_unlimited_disk_serves_everything_including_what_it_finds_at_start() {
+    let tmp = image();
+    let mut dev = BlockDevice::new(tmp.as_path().to_path_buf(), false).unwrap();
+    assert!(dev.rate_limit().is_unlimited());
+    let throttled = dev.throttle_count();
+    let mem = test_mem();
+    let irq = Arc::new(IrqTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap()));
+    let evt = EventFd::new(EFD_NONBLOCK).unwrap();
+    let queue = DriverQueue::new(&mem, QUEUE_ADDR, QUEUE_SIZE);
+    let mut drv = Driver {
+        mem: &mem,
+        queue,
+        irq,
+        evt,
+        next: 0,
+    };
+    drv.publish_reads(80, false);
+    dev.activate(
+        mem.clone(),
+        drv.irq.clone(),
+        vec![drv.queue.create_queue()],
+        vec![drv.evt.try_clone().unwrap()],
+    )
+    .unwrap();
+    wait_until("the reads published before activation", || {
+        drv.queue.used_idx() == 80
+    });
+    assert_eq!(drv.statuses(80), vec![S_OK; 80]);
+    assert_eq!(throttled.get(), 0);
+    dev.reset();
+}
+
+/// A snapshot of a throttled disk restores: the refused requests are still
+/// in the ring (the used index is the device's position), and the restored
+/// device, whose limiter starts full, serves them without a notification.
+#[test]
+fn requests_a_throttled_disk_left_in_the_ring_are_served_after_a_restore() {
+    let tmp = image();
+    let clock = Arc::new(ManualClock::new());
+    let limit = RateLimit {
+        bytes: None,
+        ops: Some(Bucket::new(1, 1).unwrap()),
+    };
+    let mut dev = BlockDevice::new(tmp.as_path().to_path_buf(), false)
+        .unwrap()
+        .with_rate_limit(limit, clock.clone())
+        .unwrap();
+    let throttled = dev.throttle_count();
+    let mem = test_mem();
+    let mut drv = Driver::activate(&mem, &mut dev);
+    drv.publish_reads(3, true);
+    wait_until("the second read to be refused", || throttled.get() >= 1);
+    assert_eq!(drv.queue.used_idx(), 1);
+    // Saved: the worker stops; the next VMM has a device of its own.
+    dev.reset();
+    drop(dev);
+    let mut restored = BlockDevice::new(tmp.as_path().to_path_buf(), false)
+        .unwrap()
+        .with_rate_limit(
+            RateLimit {
+                bytes: None,
+                ops: Some(Bucket::new(1, 8).unwrap()),
+            },
+            Arc::new(ManualClock::new()),
+        )
+        .unwrap();
+    let mut queue = drv.queue.create_queue();
+    queue.set_next_avail(1);
+    queue.set_next_used(1);
+    restored
+        .activate(
+            mem.clone(),
+            drv.irq.clone(),
+            vec![queue],
+            vec![drv.evt.try_clone().unwrap()],
+        )
+        .unwrap();
+    wait_until("the reads left in the ring", || drv.queue.used_idx() == 3);
+    assert_eq!(drv.statuses(3), [S_OK; 3]);
+    restored.reset();
 }

@@ -15,6 +15,7 @@ use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::guard::GuardedFs;
+use super::policy::FsLimits;
 use super::serve::serve_request;
 use super::{FsCachePolicy, FsConfig, FsError, HIPRIO_QUEUE_SIZE, MAX_TAG_LEN, REQUEST_QUEUE_SIZE};
 use crate::device::read_config_bytes;
@@ -38,6 +39,7 @@ pub struct FsDevice {
     config_space: [u8; CONFIG_LEN],
     passthrough: Config,
     read_only: bool,
+    limits: FsLimits,
     /// Server for the next activation, so that `new` fails early if the
     /// passthrough cannot be set up. Each activation gets a fresh one: a
     /// driver reset forgets every inode and handle.
@@ -66,16 +68,23 @@ impl FsDevice {
             .ok_or_else(|| FsError::NonUtf8Path(root.clone()))?
             .to_string();
         let passthrough = passthrough_config(root_str, &config);
-        let next_server = build_server(&passthrough, config.read_only).map_err(|source| {
-            FsError::Passthrough {
-                path: root.clone(),
-                source,
-            }
-        })?;
+        let limits = FsLimits {
+            max_inodes: config.max_inodes,
+            max_handles: config.max_handles,
+        };
+        let next_server =
+            build_server(&passthrough, config.read_only, limits).map_err(|source| {
+                FsError::Passthrough {
+                    path: root.clone(),
+                    source,
+                }
+            })?;
         info!(
-            "virtio-fs: sharing {} as {tag:?}{}",
+            "virtio-fs: sharing {} as {tag:?}{}, at most {} inodes and {} open files",
             root.display(),
-            if config.read_only { " (read-only)" } else { "" }
+            if config.read_only { " (read-only)" } else { "" },
+            limits.max_inodes,
+            limits.max_handles,
         );
         Ok(FsDevice {
             tag: tag.to_string(),
@@ -83,6 +92,7 @@ impl FsDevice {
             config_space,
             passthrough,
             read_only: config.read_only,
+            limits,
             next_server: Some(next_server),
             worker: None,
         })
@@ -142,9 +152,9 @@ fn passthrough_config(root_dir: String, config: &FsConfig) -> Config {
     }
 }
 
-fn build_server(passthrough: &Config, read_only: bool) -> io::Result<FsServer> {
+fn build_server(passthrough: &Config, read_only: bool, limits: FsLimits) -> io::Result<FsServer> {
     let fs = PassthroughFs::<()>::new(passthrough.clone())?;
-    Ok(Server::new(GuardedFs::new(fs, read_only)))
+    Ok(Server::new(GuardedFs::new(fs, read_only, limits)))
 }
 
 /// Gives the calling thread its own cwd/root/umask, so that the umask the
@@ -202,7 +212,7 @@ impl VirtioDevice for FsDevice {
         }
         let server = match self.next_server.take() {
             Some(server) => server,
-            None => build_server(&self.passthrough, self.read_only)
+            None => build_server(&self.passthrough, self.read_only, self.limits)
                 .map_err(|e| ActivateError::Backend(format!("virtio-fs {}: {e}", self.tag)))?,
         };
         let tag = self.tag.clone();

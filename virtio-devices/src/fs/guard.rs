@@ -9,9 +9,20 @@
 //! allocate up front. Only the operations the passthrough implements are
 //! forwarded; locks, ioctl, poll, bmap and DAX mappings keep the trait's
 //! ENOSYS/ENOTTY defaults.
+//!
+//! It also caps the host descriptors the guest can make the passthrough
+//! hold ([`FsLimits`]): every entry handed to the guest (LOOKUP, MKNOD,
+//! MKDIR, SYMLINK, LINK, CREATE, READDIRPLUS) is counted as a lookup and
+//! every FORGET and BATCH_FORGET takes lookups back ([`LiveObjects`]), every
+//! OPEN, OPENDIR and CREATE handle is counted until released. Past a cap the
+//! request fails with ENFILE and the passthrough keeps nothing of it.
+//!
+//! The worker serves requests one at a time; the counts are behind a mutex
+//! all the same, and it is never held across a call into the passthrough.
 
 use std::ffi::CStr;
 use std::io;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64, CreateIn};
@@ -23,18 +34,29 @@ use fuse_backend_rs::api::server::MAX_BUFFER_SIZE;
 
 use super::policy::{
     check_access, check_entry_name, check_lookup_name, check_mknod, check_open_flags,
-    clamp_xattr_size, host_safe_mode,
+    clamp_xattr_size, host_safe_mode, table_full, FsLimits, LiveObjects,
 };
 
 /// `inner` with the share's policy applied.
 pub(crate) struct GuardedFs<F> {
     inner: F,
     read_only: bool,
+    live: Mutex<LiveObjects>,
 }
 
 impl<F> GuardedFs<F> {
-    pub(crate) fn new(inner: F, read_only: bool) -> Self {
-        GuardedFs { inner, read_only }
+    pub(crate) fn new(inner: F, read_only: bool, limits: FsLimits) -> Self {
+        GuardedFs {
+            inner,
+            read_only,
+            live: Mutex::new(LiveObjects::new(limits)),
+        }
+    }
+
+    /// The counts; a panic elsewhere while they were held leaves them
+    /// usable (each update is a single step).
+    fn live(&self) -> MutexGuard<'_, LiveObjects> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Fails with EROFS on a read-only share.
@@ -43,6 +65,56 @@ impl<F> GuardedFs<F> {
             Err(io::Error::from_raw_os_error(libc::EROFS))
         } else {
             Ok(())
+        }
+    }
+}
+
+impl<F: FileSystem> GuardedFs<F> {
+    /// Counts the lookup the passthrough made for `entry`, which is about
+    /// to be handed to the guest; a new inode past the cap is handed back
+    /// to the passthrough instead and the request fails.
+    fn hand_out(&self, ctx: &Context, entry: Entry) -> io::Result<Entry> {
+        if self.live().add_lookup(entry.inode) {
+            return Ok(entry);
+        }
+        self.inner.forget(ctx, F::Inode::from(entry.inode), 1);
+        Err(table_full())
+    }
+
+    /// Counts the handle of a successful open; none (`no_open`) is fine.
+    fn count_handle(&self, handle: &Option<F::Handle>) {
+        if handle.is_some() {
+            self.live().add_handle();
+        }
+    }
+
+    /// CREATE of a name that exists, without `O_EXCL`: LOOKUP and OPEN,
+    /// each counted. (The passthrough's own CREATE keeps the lookup it made
+    /// when the open that follows fails, a descriptor no FORGET frees.)
+    fn open_existing(
+        &self,
+        ctx: &Context,
+        parent: F::Inode,
+        name: &CStr,
+        args: CreateIn,
+    ) -> io::Result<CreateReply<F::Handle>> {
+        let entry = self.hand_out(ctx, self.inner.lookup(ctx, parent, name)?)?;
+        let room = self.live().check_handle_room();
+        let flags = args.flags & !((libc::O_CREAT | libc::O_EXCL) as u32);
+        let opened = room.and_then(|()| {
+            self.inner
+                .open(ctx, F::Inode::from(entry.inode), flags, args.fuse_flags)
+        });
+        match opened {
+            Ok((handle, options, passthrough)) => {
+                self.count_handle(&handle);
+                Ok((entry, handle, options, passthrough))
+            }
+            Err(e) => {
+                self.live().forget(entry.inode, 1);
+                self.inner.forget(ctx, F::Inode::from(entry.inode), 1);
+                Err(e)
+            }
         }
     }
 }
@@ -68,6 +140,8 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
     }
 
     fn destroy(&self) {
+        // The passthrough drops every inode and handle.
+        self.live().clear();
         self.inner.destroy()
     }
 
@@ -82,15 +156,34 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
         } else {
             name
         };
-        self.inner.lookup(ctx, parent.into(), name)
+        let entry = self.inner.lookup(ctx, parent.into(), name)?;
+        self.hand_out(ctx, entry)
     }
 
     fn forget(&self, ctx: &Context, inode: F::Inode, count: u64) {
-        self.inner.forget(ctx, inode, count)
+        let id: u64 = inode.into();
+        self.live().forget(id, count);
+        self.inner.forget(ctx, F::Inode::from(id), count)
     }
 
     fn batch_forget(&self, ctx: &Context, requests: Vec<(F::Inode, u64)>) {
-        self.inner.batch_forget(ctx, requests)
+        let requests: Vec<(u64, u64)> = requests
+            .into_iter()
+            .map(|(inode, count)| (inode.into(), count))
+            .collect();
+        {
+            let mut live = self.live();
+            for &(id, count) in &requests {
+                live.forget(id, count);
+            }
+        }
+        self.inner.batch_forget(
+            ctx,
+            requests
+                .into_iter()
+                .map(|(id, count)| (F::Inode::from(id), count))
+                .collect(),
+        )
     }
 
     fn getattr(
@@ -141,9 +234,11 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
     ) -> io::Result<Entry> {
         self.writable()?;
         check_entry_name(name)?;
+        self.live().check_inode_room()?;
         // The target is stored verbatim and resolved by the guest: the host
         // never follows symlinks inside the share.
-        self.inner.symlink(ctx, linkname, parent, name)
+        let entry = self.inner.symlink(ctx, linkname, parent, name)?;
+        self.hand_out(ctx, entry)
     }
 
     fn mknod(
@@ -158,8 +253,11 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
         self.writable()?;
         check_entry_name(name)?;
         check_mknod(mode, rdev)?;
-        self.inner
-            .mknod(ctx, parent, name, host_safe_mode(mode), rdev, umask)
+        self.live().check_inode_room()?;
+        let entry = self
+            .inner
+            .mknod(ctx, parent, name, host_safe_mode(mode), rdev, umask)?;
+        self.hand_out(ctx, entry)
     }
 
     fn mkdir(
@@ -172,9 +270,12 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
     ) -> io::Result<Entry> {
         self.writable()?;
         check_entry_name(name)?;
-        self.inner
+        self.live().check_inode_room()?;
+        let entry = self
+            .inner
             // A directory's setgid is fine (see host_safe_mode); setuid means nothing.
-            .mkdir(ctx, parent, name, mode & !libc::S_ISUID, umask)
+            .mkdir(ctx, parent, name, mode & !libc::S_ISUID, umask)?;
+        self.hand_out(ctx, entry)
     }
 
     fn unlink(&self, ctx: &Context, parent: F::Inode, name: &CStr) -> io::Result<()> {
@@ -214,7 +315,10 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
     ) -> io::Result<Entry> {
         self.writable()?;
         check_entry_name(newname)?;
-        self.inner.link(ctx, inode, newparent, newname)
+        // The entry is the inode the guest named, which it holds already:
+        // one more lookup, no new descriptor.
+        let entry = self.inner.link(ctx, inode, newparent, newname)?;
+        self.hand_out(ctx, entry)
     }
 
     fn open(
@@ -225,7 +329,10 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
         fuse_flags: u32,
     ) -> io::Result<OpenReply<F::Handle>> {
         check_open_flags(flags, self.read_only)?;
-        self.inner.open(ctx, inode, flags, fuse_flags)
+        self.live().check_handle_room()?;
+        let reply = self.inner.open(ctx, inode, flags, fuse_flags)?;
+        self.count_handle(&reply.0);
+        Ok(reply)
     }
 
     fn create(
@@ -242,7 +349,56 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
             mode: host_safe_mode(args.mode),
             ..args
         };
-        self.inner.create(ctx, parent, name, args)
+        {
+            let live = self.live();
+            live.check_inode_room()?;
+            live.check_handle_room()?;
+        }
+        // Always exclusive in the passthrough, so that its CREATE either
+        // makes a new file or fails before it looks anything up; a name that
+        // exists is opened here instead unless the guest asked for O_EXCL.
+        let exclusive = args.flags & libc::O_EXCL as u32 != 0;
+        let parent: u64 = parent.into();
+        let created = self.inner.create(
+            ctx,
+            F::Inode::from(parent),
+            name,
+            CreateIn {
+                flags: args.flags | libc::O_EXCL as u32,
+                ..args
+            },
+        );
+        match created {
+            Ok((entry, handle, options, passthrough)) => {
+                let id = entry.inode;
+                match self.hand_out(ctx, entry) {
+                    Ok(entry) => {
+                        self.count_handle(&handle);
+                        Ok((entry, handle, options, passthrough))
+                    }
+                    // Only if another thread took the last inode since the
+                    // check above: the file stays, the guest gets nothing.
+                    Err(e) => {
+                        if let Some(handle) = handle {
+                            let _ = self.inner.release(
+                                ctx,
+                                F::Inode::from(id),
+                                args.flags,
+                                handle,
+                                false,
+                                false,
+                                None,
+                            );
+                        }
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) if !exclusive && e.raw_os_error() == Some(libc::EEXIST) => {
+                self.open_existing(ctx, F::Inode::from(parent), name, args)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn read(
@@ -337,7 +493,10 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
         lock_owner: Option<u64>,
     ) -> io::Result<()> {
         self.inner
-            .release(ctx, inode, flags, handle, flush, flock_release, lock_owner)
+            .release(ctx, inode, flags, handle, flush, flock_release, lock_owner)?;
+        // Only a handle the passthrough had is released without an error.
+        self.live().remove_handle();
+        Ok(())
     }
 
     fn statfs(&self, ctx: &Context, inode: F::Inode) -> io::Result<statvfs64> {
@@ -383,7 +542,10 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
         flags: u32,
     ) -> io::Result<(Option<F::Handle>, OpenOptions)> {
         check_open_flags(flags, self.read_only)?;
-        self.inner.opendir(ctx, inode, flags)
+        self.live().check_handle_room()?;
+        let reply = self.inner.opendir(ctx, inode, flags)?;
+        self.count_handle(&reply.0);
+        Ok(reply)
     }
 
     fn readdir(
@@ -411,8 +573,33 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
         add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
     ) -> io::Result<()> {
         let size = size.min(MAX_BUFFER_SIZE);
+        // Each entry comes with a lookup the passthrough made. A new inode
+        // past the cap is not added: answering 0 ("no room") makes the
+        // passthrough take its lookup back and end the listing there. An
+        // entry the server failed to write keeps its lookup in the
+        // passthrough, so it is counted as well.
+        let mut added = false;
+        let mut refused = false;
         self.inner
-            .readdirplus(ctx, inode, handle, size, offset, add_entry)
+            .readdirplus(ctx, inode, handle, size, offset, &mut |dir_entry, entry| {
+                let id = entry.inode;
+                if !self.live().admits(id) {
+                    refused = true;
+                    return Ok(0);
+                }
+                let written = add_entry(dir_entry, entry);
+                if !matches!(written, Ok(0)) {
+                    self.live().add_lookup(id);
+                    added = true;
+                }
+                written
+            })?;
+        if refused && !added {
+            // Nothing fits: an empty answer would read as the end of the
+            // directory.
+            return Err(table_full());
+        }
+        Ok(())
     }
 
     fn fsyncdir(
@@ -432,7 +619,9 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
         flags: u32,
         handle: F::Handle,
     ) -> io::Result<()> {
-        self.inner.releasedir(ctx, inode, flags, handle)
+        self.inner.releasedir(ctx, inode, flags, handle)?;
+        self.live().remove_handle();
+        Ok(())
     }
 
     fn access(&self, ctx: &Context, inode: F::Inode, mask: u32) -> io::Result<()> {

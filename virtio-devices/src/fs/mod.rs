@@ -52,9 +52,15 @@
 //! VMM unless the guest caller is the VMM's own user.
 //!
 //! Every inode the guest holds a lookup on keeps an `O_PATH` descriptor open
-//! in the VMM, and every open file a descriptor: a guest can use up the
-//! process's `RLIMIT_NOFILE`. Run each VM in its own VMM process with a limit
-//! that fits.
+//! in the VMM, and every open file a descriptor. The policy layer caps both
+//! per device ([`FsConfig::max_inodes`], [`FsConfig::max_handles`]): past a
+//! cap a request that would add one fails with ENFILE, and the guest gets
+//! room back as it forgets inodes and releases handles. The defaults
+//! ([`DEFAULT_MAX_INODES`], [`DEFAULT_MAX_HANDLES`]) are sized so that four
+//! shares, the most a restored VM has, hold at most 4 x (12288 + 2048) =
+//! 57344 descriptors, leaving 8192 of an `RLIMIT_NOFILE` of 65536 for the
+//! rest of the VMM (at most 1024 vsock connections, the disks, eventfds,
+//! KVM's vCPU descriptors).
 
 pub mod device;
 mod guard;
@@ -75,6 +81,15 @@ pub const HIPRIO_QUEUE_SIZE: u16 = 128;
 pub const REQUEST_QUEUE_SIZE: u16 = 1024;
 /// Maximum length of the mount tag, in bytes.
 pub const MAX_TAG_LEN: usize = 36;
+/// Default cap on the inodes the guest holds a lookup on, per device. A
+/// Linux guest keeps a lookup for every inode in its cache and forgets them
+/// only under memory pressure, so a guest that walks a larger tree than
+/// this (`find` over a big image) gets ENFILE for the rest until its cache
+/// shrinks: raise it for such shares.
+pub const DEFAULT_MAX_INODES: usize = 12288;
+/// Default cap on the files and directories the guest holds open, per
+/// device (a guest program's open files on the share, and its mmaps).
+pub const DEFAULT_MAX_HANDLES: usize = 2048;
 
 /// How much the guest may cache (maps to the passthrough's cache policy and
 /// the entry/attribute timeouts it hands out).
@@ -94,7 +109,7 @@ pub enum FsCachePolicy {
 }
 
 /// Options of one shared directory.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FsConfig {
     /// Refuse every modifying operation with EROFS.
     pub read_only: bool,
@@ -108,6 +123,25 @@ pub struct FsConfig {
     /// cache). Only safe when the guest has the share to itself; ignored for
     /// read-only shares and with [`FsCachePolicy::Never`].
     pub writeback: bool,
+    /// Most inodes the guest may hold a lookup on at once (each keeps an
+    /// `O_PATH` descriptor open in the VMM); the root is not counted.
+    pub max_inodes: usize,
+    /// Most files and directories the guest may hold open at once (each a
+    /// descriptor in the VMM).
+    pub max_handles: usize,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        FsConfig {
+            read_only: false,
+            cache: FsCachePolicy::default(),
+            xattr: false,
+            writeback: false,
+            max_inodes: DEFAULT_MAX_INODES,
+            max_handles: DEFAULT_MAX_HANDLES,
+        }
+    }
 }
 
 /// Errors creating the fs device.

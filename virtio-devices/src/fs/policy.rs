@@ -2,8 +2,11 @@
 //! requests before they reach the passthrough file system. Pure functions of
 //! the decoded request, so that they are easy to audit and to test.
 
+use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io;
+
+use fuse_backend_rs::api::filesystem::ROOT_ID;
 
 /// Largest xattr value or name list Linux supports (`XATTR_SIZE_MAX`,
 /// `XATTR_LIST_MAX`); larger guest buffers never receive more than this.
@@ -97,9 +100,187 @@ pub(crate) fn clamp_xattr_size(size: u32) -> u32 {
     size.min(XATTR_MAX)
 }
 
+/// The error a request gets when a share's inode or handle table is full.
+/// ENFILE ("too many open files in the system") rather than EMFILE: the
+/// table that is full is the share's, not the guest process's descriptor
+/// table, and a guest program that takes EMFILE for its own limit would
+/// close its own files for nothing.
+pub(crate) fn table_full() -> io::Error {
+    errno(libc::ENFILE)
+}
+
+/// How much of the host one share's guest may hold open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FsLimits {
+    /// Inodes the guest holds a lookup on (each keeps an `O_PATH`
+    /// descriptor open in the passthrough). The root is not counted.
+    pub(crate) max_inodes: usize,
+    /// Open files and directories (each a descriptor).
+    pub(crate) max_handles: usize,
+}
+
+/// The inodes and handles the guest holds, counted the way the passthrough
+/// counts them, so that the count is the passthrough's number of open
+/// descriptors: an inode lives from the first lookup that returns it until
+/// FORGETs have taken back every lookup (a FORGET takes back `nlookup` of
+/// them, at most as many as there are); a handle from the OPEN, OPENDIR or
+/// CREATE that returned it until its RELEASE or RELEASEDIR succeeds.
+///
+/// A new inode past the cap is refused ([`add_lookup`](Self::add_lookup)
+/// returns false: the caller takes the passthrough's lookup back); lookups
+/// of inodes the guest already holds are always counted, so a guest at the
+/// cap can still reach what it has.
+#[derive(Debug)]
+pub(crate) struct LiveObjects {
+    limits: FsLimits,
+    /// Lookup count per live inode (never 0, never the root).
+    lookups: HashMap<u64, u64>,
+    handles: usize,
+}
+
+impl LiveObjects {
+    pub(crate) fn new(limits: FsLimits) -> Self {
+        LiveObjects {
+            limits,
+            lookups: HashMap::new(),
+            handles: 0,
+        }
+    }
+
+    /// Inodes the guest holds.
+    #[cfg(test)]
+    pub(crate) fn inodes(&self) -> usize {
+        self.lookups.len()
+    }
+
+    /// Handles the guest holds.
+    #[cfg(test)]
+    pub(crate) fn handles(&self) -> usize {
+        self.handles
+    }
+
+    /// Fails with [`table_full`] if no new inode may be added: checked
+    /// before operations that create one (MKNOD, MKDIR, SYMLINK, CREATE), so
+    /// that nothing is made on the host that the guest cannot be given.
+    pub(crate) fn check_inode_room(&self) -> io::Result<()> {
+        if self.lookups.len() >= self.limits.max_inodes {
+            return Err(table_full());
+        }
+        Ok(())
+    }
+
+    /// Fails with [`table_full`] if no handle may be added.
+    pub(crate) fn check_handle_room(&self) -> io::Result<()> {
+        if self.handles >= self.limits.max_handles {
+            return Err(table_full());
+        }
+        Ok(())
+    }
+
+    /// Whether one more lookup of `nodeid` would be counted.
+    pub(crate) fn admits(&self, nodeid: u64) -> bool {
+        nodeid == ROOT_ID
+            || nodeid == 0
+            || self.lookups.contains_key(&nodeid)
+            || self.lookups.len() < self.limits.max_inodes
+    }
+
+    /// Counts one more lookup of `nodeid` (from an entry handed to the
+    /// guest); false, and nothing counted, if it is a new inode past the
+    /// cap. The root (never forgotten by the passthrough) and nodeid 0 (a
+    /// negative entry) are not counted.
+    pub(crate) fn add_lookup(&mut self, nodeid: u64) -> bool {
+        if nodeid == ROOT_ID || nodeid == 0 {
+            return true;
+        }
+        if let Some(count) = self.lookups.get_mut(&nodeid) {
+            *count = count.saturating_add(1);
+            return true;
+        }
+        if self.lookups.len() >= self.limits.max_inodes {
+            return false;
+        }
+        self.lookups.insert(nodeid, 1);
+        true
+    }
+
+    /// Takes back `count` lookups of `nodeid` (FORGET); the inode is gone
+    /// when none are left. Unknown inodes are ignored, as the passthrough
+    /// ignores them.
+    pub(crate) fn forget(&mut self, nodeid: u64, count: u64) {
+        if let Some(left) = self.lookups.get_mut(&nodeid) {
+            *left = left.saturating_sub(count);
+            if *left == 0 {
+                self.lookups.remove(&nodeid);
+            }
+        }
+    }
+
+    /// Counts a handle the passthrough handed out.
+    pub(crate) fn add_handle(&mut self) {
+        self.handles = self.handles.saturating_add(1);
+    }
+
+    /// Takes back a handle the passthrough released.
+    pub(crate) fn remove_handle(&mut self) {
+        self.handles = self.handles.saturating_sub(1);
+    }
+
+    /// Everything is gone (FUSE_DESTROY: the passthrough drops its tables).
+    pub(crate) fn clear(&mut self) {
+        self.lookups.clear();
+        self.handles = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inodes_live_until_every_lookup_is_forgotten() {
+        let mut live = LiveObjects::new(FsLimits {
+            max_inodes: 2,
+            max_handles: 1,
+        });
+        assert!(live.add_lookup(10));
+        assert!(live.add_lookup(10));
+        assert!(live.add_lookup(11));
+        assert_eq!(live.inodes(), 2);
+        // Full: a new inode is refused, known ones and the root are not.
+        assert!(!live.admits(12));
+        assert!(!live.add_lookup(12));
+        assert_eq!(code(live.check_inode_room()), Some(libc::ENFILE));
+        assert!(live.add_lookup(11));
+        assert!(live.add_lookup(ROOT_ID));
+        assert!(live.add_lookup(0));
+        assert_eq!(live.inodes(), 2);
+        // 10 has two lookups: one FORGET of 1 keeps it.
+        live.forget(10, 1);
+        assert!(!live.add_lookup(12));
+        live.forget(10, 1);
+        assert!(live.check_inode_room().is_ok());
+        assert!(live.add_lookup(12));
+        // 11 has two: forgetting more than that takes both, not more.
+        live.forget(11, 5);
+        assert_eq!(live.inodes(), 1);
+        live.forget(11, 1);
+        live.forget(99, 1);
+        live.forget(ROOT_ID, 1);
+        assert_eq!(live.inodes(), 1);
+
+        assert!(live.check_handle_room().is_ok());
+        live.add_handle();
+        assert_eq!(code(live.check_handle_room()), Some(libc::ENFILE));
+        live.remove_handle();
+        assert!(live.check_handle_room().is_ok());
+        live.remove_handle();
+        assert_eq!(live.handles(), 0);
+
+        live.add_handle();
+        live.clear();
+        assert_eq!((live.inodes(), live.handles()), (0, 0));
+    }
 
     #[test]
     fn setuid_never_reaches_the_host_and_setgid_only_on_directories() {

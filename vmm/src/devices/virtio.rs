@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex};
 use kvm_ioctls::{IoEventAddress, VmFd};
 use virtio_devices::mmio::QUEUE_NOTIFY_OFFSET;
 use virtio_devices::{
-    kernel_cmdline_entry, BlockDevice, FsConfig, FsDevice, IrqTrigger, MmioTransport, NetDevice,
-    RngDevice, Tap, VirtioDevice, VsockDevice, MMIO_WINDOW_SIZE,
+    kernel_cmdline_entry, BlockDevice, Bucket, Clock, FsConfig, FsDevice, IrqTrigger,
+    MmioTransport, MonotonicClock, NetDevice, RateLimitError, RngDevice, Tap, VirtioDevice,
+    VsockDevice, MMIO_WINDOW_SIZE,
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{Bus, BusDevice, BusError};
-use crate::config::{Disk, NetConfig, SharedDir, VmConfig, GUEST_CID};
+use crate::config::{Disk, NetConfig, RateLimit, SharedDir, VmConfig, GUEST_CID};
 use crate::memory::{GuestMemory, VIRTIO_MMIO_START};
 
 /// First GSI for virtio devices (0-4 are the PIT, keyboard, cascade, COM2, COM1).
@@ -23,12 +24,13 @@ const FIRST_IRQ: u32 = 5;
 /// A device the VM will have.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VirtioKind {
-    Rng,
+    Rng(RateLimit),
     Vsock {
         cid: u64,
         uds: PathBuf,
     },
     Fs(SharedDir),
+    /// The disk with its rate limit resolved (its own or the VM's).
     Block(Disk),
     /// A network interface on a host tap.
     Net(NetConfig),
@@ -80,6 +82,11 @@ pub enum VirtioError {
     },
     #[error("cannot make a MAC address for tap {tap:?}: {source}")]
     RandomMac { tap: String, source: std::io::Error },
+    #[error("the rate limit of {device}: {source}")]
+    RateLimit {
+        device: String,
+        source: RateLimitError,
+    },
     #[error("virtio-mmio transport: {0}")]
     Transport(#[from] virtio_devices::MmioError),
     #[error("cannot create an eventfd: {0}")]
@@ -110,7 +117,7 @@ pub fn plan(config: &VmConfig) -> Vec<VirtioSlot> {
 /// The devices of `config` with `nets` as its network devices (a restored
 /// VM's: [`crate::snapshot::slot_nets`]).
 pub fn plan_with_nets(config: &VmConfig, nets: Vec<VirtioKind>) -> Vec<VirtioSlot> {
-    let mut kinds = vec![VirtioKind::Rng];
+    let mut kinds = vec![VirtioKind::Rng(config.rng_rate_limit)];
     if let Some(uds) = &config.vsock_uds {
         kinds.push(VirtioKind::Vsock {
             cid: GUEST_CID,
@@ -118,7 +125,12 @@ pub fn plan_with_nets(config: &VmConfig, nets: Vec<VirtioKind>) -> Vec<VirtioSlo
         });
     }
     kinds.extend(config.shares.iter().cloned().map(VirtioKind::Fs));
-    kinds.extend(config.disks.iter().cloned().map(VirtioKind::Block));
+    kinds.extend(config.disks.iter().map(|disk| {
+        VirtioKind::Block(Disk {
+            rate_limit: Some(config.rate_limit_of(disk)),
+            ..disk.clone()
+        })
+    }));
     kinds.extend(nets);
     kinds
         .into_iter()
@@ -147,6 +159,26 @@ impl BusDevice for MmioDevice {
     }
 }
 
+/// The device crate's form of a configured rate limit (`device` names it
+/// in the error; the configuration was validated, so there is none).
+fn device_rate_limit(
+    device: &str,
+    limit: &RateLimit,
+) -> Result<virtio_devices::RateLimit, VirtioError> {
+    let bucket = |b: Option<vm_config::TokenBucket>| {
+        b.map(|b| Bucket::new(b.rate, b.burst()))
+            .transpose()
+            .map_err(|source| VirtioError::RateLimit {
+                device: device.to_string(),
+                source,
+            })
+    };
+    Ok(virtio_devices::RateLimit {
+        bytes: bucket(limit.bytes)?,
+        ops: bucket(limit.ops)?,
+    })
+}
+
 /// Creates the planned devices and wires them to KVM and the MMIO bus.
 pub fn attach(
     vm: &VmFd,
@@ -155,9 +187,13 @@ pub fn attach(
     bus: &mut Bus,
 ) -> Result<Transports, VirtioError> {
     let mut transports = Vec::with_capacity(slots.len());
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
     for slot in slots {
         let device: Box<dyn VirtioDevice> = match &slot.kind {
-            VirtioKind::Rng => Box::new(RngDevice::new()?),
+            VirtioKind::Rng(limit) => Box::new(
+                RngDevice::new()?
+                    .with_rate_limit(device_rate_limit("virtio-rng", limit)?, clock.clone())?,
+            ),
             VirtioKind::Vsock { cid, uds } => {
                 Box::new(VsockDevice::new(*cid, uds.clone()).map_err(|source| {
                     VirtioError::Vsock {
@@ -169,6 +205,8 @@ pub fn attach(
             VirtioKind::Fs(share) => {
                 let config = FsConfig {
                     read_only: share.read_only,
+                    max_inodes: share.max_inodes as usize,
+                    max_handles: share.max_handles as usize,
                     ..FsConfig::default()
                 };
                 Box::new(
@@ -181,14 +219,18 @@ pub fn attach(
                     })?,
                 )
             }
-            VirtioKind::Block(disk) => Box::new(
-                BlockDevice::new(disk.path.clone(), disk.read_only).map_err(|source| {
-                    VirtioError::Block {
-                        path: disk.path.clone(),
-                        source,
-                    }
-                })?,
-            ),
+            VirtioKind::Block(disk) => {
+                let what = format!("disk {}", disk.path.display());
+                let limit = device_rate_limit(&what, &disk.rate_limit.unwrap_or_default())?;
+                Box::new(
+                    BlockDevice::new(disk.path.clone(), disk.read_only)
+                        .and_then(|dev| dev.with_rate_limit(limit, clock.clone()))
+                        .map_err(|source| VirtioError::Block {
+                            path: disk.path.clone(),
+                            source,
+                        })?,
+                )
+            }
             VirtioKind::Net(net) => Box::new(net_device(net)?),
             VirtioKind::SpareNet(slot) => Box::new(
                 NetDevice::new(None, crate::snapshot::spare_net_config(*slot)).map_err(
@@ -273,7 +315,11 @@ mod tests {
         };
         let slots = plan(&config);
         assert_eq!(slots.len(), 2);
-        assert_eq!(slots[0].kind, VirtioKind::Rng);
+        assert_eq!(
+            slots[0].kind,
+            VirtioKind::Rng(RateLimit::default_rng()),
+            "the rng is limited by default"
+        );
         assert_eq!(
             slots[1].cmdline_entry(),
             format!("virtio_mmio.device=4K@0x{:x}:6", VIRTIO_MMIO_START + 0x1000)
@@ -294,15 +340,16 @@ mod tests {
         use crate::snapshot::{self, DISK_SLOTS, NET_SLOTS, SHARE_SLOTS};
         let config = VmConfig {
             vsock_uds: Some(PathBuf::from("/run/vm.sock")),
-            disks: vec![Disk {
-                path: PathBuf::from("/img"),
-                read_only: false,
-            }],
+            disks: vec![Disk::new("/img", false)],
             nets: vec![net("tap0"), net("tap1")],
             ..VmConfig::default()
         };
         let kinds: Vec<VirtioKind> = plan(&config).into_iter().map(|s| s.kind).collect();
-        assert_eq!(kinds[2], VirtioKind::Block(config.disks[0].clone()));
+        assert!(
+            matches!(&kinds[2], VirtioKind::Block(disk) if disk.path == config.disks[0].path),
+            "{:?}",
+            kinds[2]
+        );
         assert_eq!(
             kinds[3..],
             [VirtioKind::Net(net("tap0")), VirtioKind::Net(net("tap1"))]
@@ -355,5 +402,69 @@ mod tests {
         let b = random_mac().unwrap();
         assert_eq!(a[0] & 0x03, 0x02, "locally administered unicast");
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn disks_get_their_own_rate_limit_or_the_vms() {
+        let own = RateLimit {
+            ops: Some(vm_config::TokenBucket::per_second(10)),
+            bytes: None,
+        };
+        let default = RateLimit {
+            bytes: Some(vm_config::TokenBucket {
+                rate: 1 << 20,
+                burst: Some(4 << 20),
+            }),
+            ops: None,
+        };
+        let config = VmConfig {
+            disks: vec![
+                Disk::new("/a.img", false),
+                Disk {
+                    rate_limit: Some(own),
+                    ..Disk::new("/b.img", true)
+                },
+            ],
+            disk_rate_limit: default,
+            rng_rate_limit: RateLimit::UNLIMITED,
+            ..VmConfig::default()
+        };
+        let limits: Vec<_> = plan(&config)
+            .into_iter()
+            .map(|slot| match slot.kind {
+                VirtioKind::Block(disk) => disk.rate_limit,
+                VirtioKind::Rng(limit) => Some(limit),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            limits,
+            [Some(RateLimit::UNLIMITED), Some(default), Some(own)]
+        );
+        let device = device_rate_limit("d", &default).unwrap();
+        let bytes = device.bytes.unwrap();
+        assert_eq!((bytes.rate(), bytes.burst()), (1 << 20, 4 << 20));
+        assert_eq!(device.ops, None);
+        let zero = RateLimit {
+            ops: Some(vm_config::TokenBucket::per_second(0)),
+            bytes: None,
+        };
+        let err = device_rate_limit("disk /x", &zero).unwrap_err().to_string();
+        assert!(err.contains("disk /x") && err.contains("rate"), "{err}");
+    }
+
+    /// The VM's configuration and the device crate default to the same caps
+    /// (neither crate depends on the other).
+    #[test]
+    fn share_caps_default_alike() {
+        let share = SharedDir::new("t", "/srv", false);
+        assert_eq!(
+            share.max_inodes as usize,
+            virtio_devices::fs::DEFAULT_MAX_INODES
+        );
+        assert_eq!(
+            share.max_handles as usize,
+            virtio_devices::fs::DEFAULT_MAX_HANDLES
+        );
     }
 }

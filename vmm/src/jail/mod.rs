@@ -171,16 +171,8 @@ mod tests {
         let config = VmConfig {
             vsock_uds: Some(PathBuf::from("/run/vmrun/sb/ab/agent.vsock")),
             shares: vec![
-                SharedDir {
-                    tag: "sandbox".into(),
-                    path: PathBuf::from("/run/vmrun/sb/ab/shared"),
-                    read_only: false,
-                },
-                SharedDir {
-                    tag: "data".into(),
-                    path: PathBuf::from("/srv/data"),
-                    read_only: true,
-                },
+                SharedDir::new("sandbox", "/run/vmrun/sb/ab/shared", false),
+                SharedDir::new("data", "/srv/data", true),
             ],
             ..VmConfig::default()
         };
@@ -226,10 +218,7 @@ mod tests {
         let file = std::fs::File::create(&image).unwrap();
         file.set_len(3 << 20).unwrap();
         let mut config = VmConfig {
-            disks: vec![Disk {
-                path: image.clone(),
-                read_only: false,
-            }],
+            disks: vec![Disk::new(image.clone(), false)],
             ..VmConfig::default()
         };
         config.jail.file_size_mib = 1;

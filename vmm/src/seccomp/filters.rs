@@ -132,6 +132,10 @@ const VCPU: &[Allowed] = &[
         libc::SYS_seccomp,
         "a worker it starts installs its own, narrower filter",
     ),
+    (
+        libc::SYS_timerfd_create,
+        "a new rate limiter (blk, rng) when the worker that had one panicked",
+    ),
 ];
 
 const VSOCK: &[Allowed] = &[
@@ -244,9 +248,16 @@ const BLOCK: &[Allowed] = &[
     (libc::SYS_fdatasync, "FLUSH"),
     (libc::SYS_lseek, "the image size"),
     (libc::SYS_fallocate, "DISCARD, WRITE_ZEROES"),
+    (
+        libc::SYS_timerfd_settime,
+        "arming the rate limiter's timer while throttled",
+    ),
 ];
 
-const RNG: &[Allowed] = &[];
+const RNG: &[Allowed] = &[(
+    libc::SYS_timerfd_settime,
+    "arming the rate limiter's timer while throttled",
+)];
 
 /// Frames move with one `read(2)` or `write(2)` on the tap each and the
 /// tap is taken out of and put back into the worker's epoll set, all in

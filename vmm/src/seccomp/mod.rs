@@ -115,6 +115,48 @@ mod tests {
         }
     }
 
+    /// In a child process under the rng and the blk worker's filter, a rate
+    /// limiter throttles (arms its timer) and is woken (reads it): those
+    /// calls are allowed, the child exits normally.
+    #[test]
+    fn a_throttled_worker_may_arm_and_read_its_timer() {
+        use std::sync::Arc;
+        use virtio_devices::{Bucket, ManualClock, RateLimit, RateLimiter};
+        for kind in [ThreadKind::Rng, ThreadKind::Block] {
+            // Everything is made before the fork: the child must not allocate.
+            let program = filter(kind).unwrap();
+            let limit = RateLimit {
+                bytes: None,
+                ops: Some(Bucket::new(1, 1).unwrap()),
+            };
+            let mut limiter = RateLimiter::new(limit, Arc::new(ManualClock::new())).unwrap();
+            // SAFETY: the child only installs the filter, uses the limiter
+            // (no allocation, no locks) and makes system calls before _exit.
+            match unsafe { libc::fork() } {
+                0 => {
+                    if seccompiler::apply_filter(&program).is_err() {
+                        // SAFETY: _exit is async-signal-safe.
+                        unsafe { libc::_exit(2) };
+                    }
+                    let refused = limiter.consume(0, 1) && !limiter.consume(0, 1);
+                    limiter.on_timer();
+                    // SAFETY: _exit is async-signal-safe.
+                    unsafe { libc::_exit(if refused { 0 } else { 3 }) };
+                }
+                pid => {
+                    let mut status = 0;
+                    // SAFETY: waits for our own child.
+                    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                    assert!(
+                        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                        "{}: status {status:#x}",
+                        kind.name()
+                    );
+                }
+            }
+        }
+    }
+
     /// In a child process: a filtered thread that makes a call outside its
     /// filter is killed with SIGSYS.
     #[test]

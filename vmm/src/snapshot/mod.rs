@@ -358,11 +358,7 @@ pub fn slot_shares(config: &VmConfig, dir: &Path) -> Vec<SharedDir> {
                 tag: share_slot_tag(i),
                 ..share.clone()
             },
-            None => SharedDir {
-                tag: share_slot_tag(i),
-                path: dir.join(EMPTY_DIR),
-                read_only: true,
-            },
+            None => SharedDir::new(share_slot_tag(i), dir.join(EMPTY_DIR), true),
         })
         .collect()
 }
@@ -375,10 +371,11 @@ pub fn slot_shares(config: &VmConfig, dir: &Path) -> Vec<SharedDir> {
 pub fn slot_disks(config: &VmConfig, dir: &Path) -> Vec<Disk> {
     (0..DISK_SLOTS)
         .map(|i| {
-            config.disks.get(i).cloned().unwrap_or_else(|| Disk {
-                path: dir.join(EMPTY_DISK),
-                read_only: true,
-            })
+            config
+                .disks
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| Disk::new(dir.join(EMPTY_DISK), true))
         })
         .collect()
 }
@@ -438,13 +435,7 @@ pub fn create(
     template.snapshot = SnapshotUse::Off;
     // Writable while the guest probes them, so that it does not take them
     // for read-only disks (a feature it reads once).
-    template.disks = vec![
-        Disk {
-            path: empty_disk,
-            read_only: false,
-        };
-        DISK_SLOTS
-    ];
+    template.disks = vec![Disk::new(empty_disk, false); DISK_SLOTS];
     template.vsock_uds = Some(building.path().join("vsock.sock"));
     template.shares = slot_shares(&VmConfig::default(), building.path());
     // The network slots come with `template` (see `devices::virtio::plan`).
@@ -643,11 +634,7 @@ mod tests {
         };
         assert!(check_restorable(&with_vsock).is_ok());
         assert!(check_restorable(&VmConfig::default()).is_err());
-        let share = SharedDir {
-            tag: "t".into(),
-            path: PathBuf::from("/srv"),
-            read_only: false,
-        };
+        let share = SharedDir::new("t", "/srv", false);
         let many = VmConfig {
             shares: (0..=SHARE_SLOTS)
                 .map(|i| SharedDir {

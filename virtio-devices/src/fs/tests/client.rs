@@ -352,6 +352,57 @@ impl FuseDriver<'_> {
         self.submit(HIPRIO, &[(IN_ADDR, msg.len() as u32, false)])
     }
 
+    /// BATCH_FORGET of `(nodeid, nlookup)` pairs on the hiprio queue (no
+    /// reply).
+    pub(crate) fn batch_forget(&mut self, forgets: &[(u64, u64)]) -> u32 {
+        let unique = self.unique();
+        let header = BatchForgetIn {
+            count: forgets.len() as u32,
+            dummy: 0,
+        };
+        let mut payload = header.as_slice().to_vec();
+        for &(nodeid, nlookup) in forgets {
+            payload.extend_from_slice(ForgetOne { nodeid, nlookup }.as_slice());
+        }
+        let msg = message(Opcode::BatchForget as u32, unique, 0, &payload);
+        self.mem_write(&msg);
+        self.submit(HIPRIO, &[(IN_ADDR, msg.len() as u32, false)])
+    }
+
+    /// READDIRPLUS of directory `ino` from `offset` into a `size`-byte
+    /// buffer: each entry's name, nodeid and the offset after it.
+    pub(crate) fn readdirplus(
+        &mut self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<(String, u64, u64)>, i32> {
+        let read = ReadIn {
+            fh,
+            offset,
+            size,
+            ..Default::default()
+        };
+        let data = self.call(Opcode::Readdirplus, ino, read.as_slice()).ok()?;
+        let mut entries = Vec::new();
+        let mut rest = &data[..];
+        let header = std::mem::size_of::<Direntplus>();
+        while rest.len() >= header {
+            let plus: Direntplus = obj(rest);
+            let namelen = plus.dirent.namelen as usize;
+            let name = &rest[header..header + namelen];
+            entries.push((
+                String::from_utf8_lossy(name).into_owned(),
+                plus.entry_out.nodeid,
+                plus.dirent.off,
+            ));
+            let record = (header + namelen + 7) & !7;
+            rest = &rest[record.min(rest.len())..];
+        }
+        Ok(entries)
+    }
+
     pub(crate) fn mem_write(&self, bytes: &[u8]) {
         use vm_memory::{Bytes, GuestAddress};
         self.mem.write_slice(bytes, GuestAddress(IN_ADDR)).unwrap();

@@ -7,6 +7,7 @@
 mod client;
 mod escape;
 mod hostile;
+mod limits;
 mod ops;
 mod read_only;
 
