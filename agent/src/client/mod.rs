@@ -47,6 +47,7 @@ mod container_requests;
 mod error;
 mod exec_command;
 mod hybrid_vsock;
+pub mod network;
 mod output_stream;
 mod sandbox;
 

@@ -8,8 +8,8 @@ use tonic::{Request, Response, Status};
 use super::error::AgentError;
 use crate::proto::guest_server::Guest;
 use crate::proto::{
-    GuestDetailsRequest, GuestDetailsResponse, InitSandboxRequest, InitSandboxResponse,
-    ShutdownRequest, ShutdownResponse,
+    ConfigureNetworkRequest, ConfigureNetworkResponse, GuestDetailsRequest, GuestDetailsResponse,
+    InitSandboxRequest, InitSandboxResponse, ShutdownRequest, ShutdownResponse,
 };
 use crate::sandbox_init;
 use crate::storage::StorageManager;
@@ -124,6 +124,14 @@ impl Guest for GuestService {
                     reason: format!("worker thread failed: {e}"),
                 })??;
         Ok(Response::new(response))
+    }
+
+    async fn configure_network(
+        &self,
+        _: Request<ConfigureNetworkRequest>,
+    ) -> Result<Response<ConfigureNetworkResponse>, Status> {
+        // Replaced by the netlink implementation (issue 13, in progress).
+        Err(Status::unimplemented("configure network"))
     }
 
     async fn shutdown(
