@@ -55,6 +55,14 @@ pub struct RunArgs {
     /// directory (refused by default: see the README's trust model).
     #[arg(long, requires = "bundle")]
     allow_host_mounts: bool,
+    /// Give the VM the network of the network namespace PATH, as a pod gets
+    /// its CNI network: each interface there (a veth, say) is connected to a
+    /// tap of the VM by tc redirection, and the guest's interface takes its
+    /// name, MAC, MTU, addresses and routes (e.g. after `ip netns add NAME`
+    /// and a CNI ADD or `ip link` into it: --netns /run/netns/NAME). The
+    /// container runs in that network.
+    #[arg(long, value_name = "PATH")]
+    netns: Option<PathBuf>,
     /// Run the OCI bundle in DIR (its config.json and rootfs) as a container.
     #[arg(long, value_name = "DIR", conflicts_with = "rootfs")]
     bundle: Option<PathBuf>,
@@ -82,6 +90,7 @@ impl RunArgs {
                 bundle.check_sources_inside()?;
             }
             bundle.terminal |= self.tty;
+            self.use_vm_network(&mut bundle);
             return Ok(Some(bundle));
         }
         if let Some(rootfs) = &self.rootfs {
@@ -91,9 +100,19 @@ impl RunArgs {
                 cwd: self.workdir.as_deref(),
                 terminal: self.tty,
             };
-            return Ok(Some(bundle::from_rootfs(rootfs, &command)?));
+            let mut bundle = bundle::from_rootfs(rootfs, &command)?;
+            self.use_vm_network(&mut bundle);
+            return Ok(Some(bundle));
         }
         Ok(None)
+    }
+
+    /// With a network for the VM (--netns, --net), the container runs in
+    /// the guest's network namespace, which has it.
+    fn use_vm_network(&self, bundle: &mut BundleSpec) {
+        if self.netns.is_some() || !self.vm.nets.is_empty() {
+            vmrun_sandbox::guest_spec::use_vm_network(&mut bundle.spec);
+        }
     }
 
     /// The sandbox this run's VM is.
@@ -108,6 +127,7 @@ impl RunArgs {
             },
             share: container,
             echo_console: self.console,
+            network: self.netns.clone(),
             ..SandboxConfig::new(self.vm.config(), vmm_binary)
         })
     }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxNamespace, Mount, MountBuilder, Spec};
+use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Mount, MountBuilder, Spec};
 
 use crate::error::{Result, SandboxError};
 use crate::layout::guest_bind_source;
@@ -70,6 +70,52 @@ fn proc_namespace(path: &Path) -> Option<&str> {
     (pid.parse::<u32>().is_ok() && ns == "ns" && parts.next().is_none()).then_some(kind)
 }
 
+/// The network a container's spec asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetworkRequest {
+    /// No network namespace: the host's own stack (a `hostNetwork` pod,
+    /// `ctr run --net-host`), which a VM cannot give.
+    Host,
+    /// A new namespace of its own: loopback only.
+    Own,
+    /// The namespace at this host path: a pod's, set up by CNI (a netns
+    /// file), or another process's (`/proc/<pid>/ns/net`).
+    Join(PathBuf),
+}
+
+/// What `spec` asks of the network.
+pub fn network_request(spec: &Spec) -> NetworkRequest {
+    let network = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|n| {
+            n.iter()
+                .find(|ns| ns.typ() == LinuxNamespaceType::Network)
+                .cloned()
+        });
+    match network {
+        None => NetworkRequest::Host,
+        Some(ns) => match ns.path() {
+            Some(path) => NetworkRequest::Join(path.clone()),
+            None => NetworkRequest::Own,
+        },
+    }
+}
+
+/// Puts the container of `spec` in the guest's own network namespace, the
+/// one with the VM's interfaces (a `vmrun run` with a network), instead of
+/// a new empty one.
+pub fn use_vm_network(spec: &mut Spec) {
+    if let Some(mut linux) = spec.linux().clone() {
+        if let Some(mut namespaces) = linux.namespaces().clone() {
+            namespaces.retain(|ns| ns.typ() != LinuxNamespaceType::Network);
+            linux.set_namespaces(Some(namespaces));
+        }
+        spec.set_linux(Some(linux));
+    }
+}
+
 /// Rewrites `spec` (from the bundle at `bundle`) for container
 /// `container_id`. `sandbox_pid` is the guest pid of the pod's sandbox
 /// container when this one joins its namespaces.
@@ -123,14 +169,24 @@ pub fn for_guest(
         if let Some(namespaces) = linux.namespaces().clone() {
             let namespaces: Vec<LinuxNamespace> = namespaces
                 .into_iter()
+                // The pod's network namespace (a host netns file, not a
+                // process's) is the guest's own: the agent gave it the
+                // pod's interfaces, and the sandbox's members join it
+                // through the sandbox's /proc path below.
+                .filter(|ns| {
+                    ns.typ() != LinuxNamespaceType::Network
+                        || ns
+                            .path()
+                            .as_deref()
+                            .is_none_or(|p| proc_namespace(p).is_some())
+                })
                 .map(|mut ns| {
                     let guest_path =
                         match (ns.path().as_deref().and_then(proc_namespace), sandbox_pid) {
                             (Some(kind), Some(pid)) => {
                                 Some(PathBuf::from(format!("/proc/{pid}/ns/{kind}")))
                             }
-                            // A host network namespace (CNI's) or a host
-                            // process: the guest makes its own.
+                            // A host process's: the guest makes its own.
                             _ => None,
                         };
                     ns.set_path(guest_path);
@@ -238,6 +294,10 @@ mod tests {
                 {"type": "uts", "path": "/var/run/netns/cni-1"}
             ]}
         }));
+        assert_eq!(
+            network_request(&spec),
+            NetworkRequest::Join("/proc/4242/ns/net".into())
+        );
         let guest = for_guest(spec.clone(), Path::new("/b"), "c2", Some(7)).unwrap();
         let paths: Vec<Option<PathBuf>> = guest
             .spec
@@ -270,6 +330,62 @@ mod tests {
             .clone()
             .unwrap();
         assert!(namespaces.iter().all(|ns| ns.path().is_none()));
+    }
+
+    #[test]
+    fn the_pods_network_namespace_is_the_guests_own() {
+        let pod = spec(json!({
+            "linux": {"namespaces": [
+                {"type": "pid"},
+                {"type": "network", "path": "/var/run/netns/cni-1"},
+                {"type": "uts"}
+            ]}
+        }));
+        assert_eq!(
+            network_request(&pod),
+            NetworkRequest::Join("/var/run/netns/cni-1".into())
+        );
+        let guest = for_guest(pod, Path::new("/b"), "sb", None).unwrap();
+        let kinds: Vec<LinuxNamespaceType> = guest
+            .spec
+            .linux()
+            .clone()
+            .unwrap()
+            .namespaces()
+            .clone()
+            .unwrap()
+            .iter()
+            .map(|ns| ns.typ())
+            .collect();
+        assert_eq!(kinds, [LinuxNamespaceType::Pid, LinuxNamespaceType::Uts]);
+
+        let own = spec(json!({"linux": {"namespaces": [{"type": "network"}]}}));
+        assert_eq!(network_request(&own), NetworkRequest::Own);
+        let guest = for_guest(own, Path::new("/b"), "c", None).unwrap();
+        let namespaces = guest.spec.linux().clone().unwrap().namespaces().clone();
+        assert_eq!(
+            namespaces.unwrap().len(),
+            1,
+            "a new network namespace stays"
+        );
+
+        let host = spec(json!({"linux": {"namespaces": [{"type": "pid"}]}}));
+        assert_eq!(network_request(&host), NetworkRequest::Host);
+
+        let mut run =
+            spec(json!({"linux": {"namespaces": [{"type": "pid"}, {"type": "network"}]}}));
+        use_vm_network(&mut run);
+        assert_eq!(network_request(&run), NetworkRequest::Host);
+        assert_eq!(
+            run.linux()
+                .clone()
+                .unwrap()
+                .namespaces()
+                .clone()
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]

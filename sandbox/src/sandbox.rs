@@ -38,6 +38,10 @@ pub struct SandboxConfig {
     /// How long agent calls may take before the VM is taken for hung and
     /// stopped.
     pub call_limits: CallLimits,
+    /// The pod's network namespace on the host (CNI's): the VM gets its
+    /// interfaces (see [`crate::network`]). None: loopback only, or the
+    /// taps of `vm.nets` as they are.
+    pub network: Option<PathBuf>,
 }
 
 impl SandboxConfig {
@@ -54,6 +58,7 @@ impl SandboxConfig {
                 quick: layout::DEFAULT_CALL_TIMEOUT,
                 setup: layout::DEFAULT_SETUP_TIMEOUT,
             },
+            network: None,
         }
     }
 }

@@ -16,9 +16,9 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::ExitSignal;
 use oci_spec::runtime::Spec;
-use vmrun_sandbox::guest_spec;
+use vmrun_sandbox::guest_spec::{self, NetworkRequest};
 use vmrun_sandbox::host_mounts::HostMounts;
-use vmrun_sandbox::{Sandbox, SandboxDir, SandboxError};
+use vmrun_sandbox::{Sandbox, SandboxConfig, SandboxDir, SandboxError};
 
 use crate::config::ShimConfig;
 use crate::container::{Container, SandboxRole};
@@ -136,7 +136,8 @@ impl TaskService {
         }
         match SandboxRole::of(&spec)? {
             SandboxRole::Owner => {
-                let sandbox = self.start_sandbox(req).await?;
+                let network = pod_network(&req.id, &spec)?;
+                let sandbox = self.start_sandbox(req, network).await?;
                 let created = self
                     .create_in(&sandbox, true, None, req, spec, bundle, mounts)
                     .await;
@@ -161,7 +162,11 @@ impl TaskService {
         }
     }
 
-    async fn start_sandbox(&self, req: &api::CreateTaskRequest) -> Result<Arc<Sandbox>> {
+    async fn start_sandbox(
+        &self,
+        req: &api::CreateTaskRequest,
+        network: Option<PathBuf>,
+    ) -> Result<Arc<Sandbox>> {
         let mut slot = self.sandbox.lock().await;
         if let Some(running) = slot.as_ref() {
             return Err(ShimError::FailedPrecondition(format!(
@@ -174,7 +179,11 @@ impl TaskService {
         let config = ShimConfig::load(config_path.as_deref())?;
         let dir = SandboxDir::for_pod(&self.namespace, &req.id);
         let label = format!("{}/{}", self.namespace, req.id);
-        let sandbox = Sandbox::start(&config.sandbox_config(), dir, &label).await?;
+        let sandbox_config = SandboxConfig {
+            network,
+            ..config.sandbox_config()
+        };
+        let sandbox = Sandbox::start(&sandbox_config, dir, &label).await?;
         *slot = Some(Arc::clone(&sandbox));
         Ok(sandbox)
     }
@@ -602,6 +611,22 @@ impl TaskService {
         if empty {
             self.exit.signal();
         }
+    }
+}
+
+/// The network namespace whose interfaces the VM of sandbox `id` gets:
+/// the pod's, which CNI set up (a namespace file). A spec without a network
+/// namespace asks for the host's stack (`hostNetwork`), which a VM cannot
+/// share: refused.
+fn pod_network(id: &str, spec: &Spec) -> Result<Option<PathBuf>> {
+    match guest_spec::network_request(spec) {
+        NetworkRequest::Host => Err(ShimError::InvalidArgument(format!(
+            "sandbox {id} asks for the host's network (hostNetwork: true, or \
+             --net-host): a microVM has its own network stack and cannot share the \
+             host's; run it with runc, or give it a pod network"
+        ))),
+        NetworkRequest::Join(path) if !path.starts_with("/proc") => Ok(Some(path)),
+        NetworkRequest::Join(_) | NetworkRequest::Own => Ok(None),
     }
 }
 

@@ -4,10 +4,12 @@
 //! made removed again when it is dropped.
 //!
 //! It never uses the system's containerd (`/run/containerd/containerd.sock`)
-//! or its configuration. A few host-wide paths cannot be made private
+//! or its configuration, and runs in a network namespace of its own, where
+//! the CNI bridge and the pods' host ends are, so nothing touches the host's
+//! network. A few host-wide paths cannot be made private
 //! (`/run/containerd/runc/<namespace>` for `ctr run`, `/var/lib/cni`, cgroups
-//! `/<namespace>/<id>`, the CNI bridge); the fixture removes what appeared
-//! there while it ran.
+//! `/<namespace>/<id>`); the fixture removes what appeared there while it
+//! ran.
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
@@ -18,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::netns::TestNetns;
 use crate::{run, target_dir, try_run, workspace_bin, Finished};
 
 /// The documented containerd configuration for vmrun (README): the CRI
@@ -97,6 +100,10 @@ pub fn containerd_config(paths: &ConfigPaths) -> String {
     )
 }
 
+/// The MTU of the fixture's CNI network (not the default 1500, so that a
+/// test sees it reach the guest).
+pub const CNI_MTU: u32 = 1400;
+
 /// A bridge + host-local CNI network list named `name`.
 fn cni_conflist(name: &str, bridge: &str, subnet: &str) -> String {
     format!(
@@ -109,6 +116,7 @@ fn cni_conflist(name: &str, bridge: &str, subnet: &str) -> String {
       "bridge": "{bridge}",
       "isGateway": true,
       "ipMasq": false,
+      "mtu": {CNI_MTU},
       "ipam": {{
         "type": "host-local",
         "ranges": [[{{ "subnet": "{subnet}" }}]],
@@ -169,7 +177,11 @@ pub struct Containerd {
     child: Option<Child>,
     cni_network: String,
     bridge: String,
+    gateway: String,
     host_dirs: Vec<HostDir>,
+    /// Dropped after everything else: containerd, its bridge and the pods'
+    /// host ends live in it.
+    netns: TestNetns,
 }
 
 static FIXTURES: AtomicU32 = AtomicU32::new(0);
@@ -195,7 +207,8 @@ impl Containerd {
         }
         let cni_network = format!("vmrun-test-{pid}-{n}");
         let bridge = format!("vmr{}-{n}", pid % 10_000_000);
-        let subnet = format!("10.{}.{}.0/24", 200 + n % 50, pid % 250);
+        let subnet_prefix = format!("10.{}.{}", 200 + n % 50, pid % 250);
+        let subnet = format!("{subnet_prefix}.0/24");
         fs::write(
             paths.cni_conf_dir.join("10-vmrun-test.conflist"),
             cni_conflist(&cni_network, &bridge, &subnet),
@@ -233,7 +246,24 @@ impl Containerd {
             path.push(":");
             path.push(old);
         }
-        let child = Command::new("containerd")
+        let netns = TestNetns::create("ctrd");
+        let netns_file =
+            fs::File::open(netns.path()).expect("open the fixture's network namespace");
+        let mut command = Command::new("containerd");
+        // SAFETY: the closure runs in the child before exec and only calls
+        // setns(2), which is async-signal-safe, on a descriptor it inherited.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = netns_file.as_raw_fd();
+            command.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
             .arg("--config")
             .arg(&config)
             .arg("--root")
@@ -252,6 +282,7 @@ impl Containerd {
             .stderr(log_err)
             .spawn()
             .expect("start containerd (apt-get install containerd; scripts/setup.sh does)");
+        drop(netns_file);
         let mut fixture = Self {
             dir,
             socket,
@@ -259,7 +290,9 @@ impl Containerd {
             child: Some(child),
             cni_network,
             bridge,
+            gateway: format!("{subnet_prefix}.1"),
             host_dirs,
+            netns,
         };
         fixture.wait_ready();
         fixture.import_images();
@@ -335,6 +368,27 @@ impl Containerd {
     }
 
     /// containerd's root, state and CRI settings.
+    /// The network namespace containerd (and its CNI bridge) runs in.
+    pub fn netns(&self) -> &TestNetns {
+        &self.netns
+    }
+
+    /// The CNI bridge's name (in [`netns`](Self::netns)).
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    /// The bridge's address: the pods' gateway, where a test's server
+    /// in [`netns`](Self::netns) is reached from a pod.
+    pub fn gateway(&self) -> &str {
+        &self.gateway
+    }
+
+    /// The CNI network's name (`/var/lib/cni/results/<name>-<id>-<ifname>`).
+    pub fn cni_network(&self) -> &str {
+        &self.cni_network
+    }
+
     pub fn paths(&self) -> &ConfigPaths {
         &self.paths
     }
@@ -576,11 +630,6 @@ impl Drop for Containerd {
         for mount in self.mounts() {
             unmount_detached(&mount);
         }
-        let _ = Command::new("ip")
-            .args(["link", "delete", &self.bridge])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
         let _ = fs::remove_dir_all(Path::new("/var/lib/cni/networks").join(&self.cni_network));
         for result in entries(Path::new("/var/lib/cni/results")) {
             let name = result.file_name().map(|n| n.to_string_lossy().into_owned());

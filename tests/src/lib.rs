@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 pub mod confinement;
 pub mod containerd;
 pub mod cri;
+pub mod netns;
 
 /// Guests boot in ~80 s on an idle software-KVM host and take minutes on a
 /// loaded one; leave generous room (a stuck guest still fails the test).

@@ -44,6 +44,10 @@ pub struct VmConfig {
     pub disks: Vec<Disk>,
     /// Network interfaces (eth0, eth1, ... in the guest), each on a host tap.
     pub nets: Vec<NetConfig>,
+    /// The network namespace (a file such as `/var/run/netns/NAME`) the
+    /// taps of [`nets`](Self::nets) are in: the VMM enters it to open them
+    /// (a pod's CNI namespace). Unset: the VMM's own namespace.
+    pub netns: Option<PathBuf>,
     /// Host side of the guest's vsock (Firecracker-style hybrid vsock): a
     /// Unix socket the VMM listens on. No vsock device if unset.
     pub vsock_uds: Option<PathBuf>,
@@ -253,6 +257,7 @@ impl Default for VmConfig {
             shares: Vec::new(),
             disks: Vec::new(),
             nets: Vec::new(),
+            netns: None,
             snapshot: SnapshotUse::Auto,
             seccomp: true,
             jail: JailConfig::default(),
@@ -346,6 +351,8 @@ pub enum ConfigError {
     Memory(u64),
     #[error("too many devices: {0} virtio devices asked, at most {MAX_VIRTIO_DEVICES}")]
     TooManyDevices(usize),
+    #[error("netns {0:?}: the network namespace must be an absolute path")]
+    NetNs(PathBuf),
     #[error("shared directory tag {0:?} is used twice")]
     DuplicateTag(String),
     #[error("nets[{index}].{field}: {why}")]
@@ -392,6 +399,11 @@ impl VmConfig {
             return Err(ConfigError::DuplicateTag(share.tag.clone()));
         }
         net::validate(&self.nets)?;
+        if let Some(netns) = &self.netns {
+            if !netns.is_absolute() {
+                return Err(ConfigError::NetNs(netns.clone()));
+            }
+        }
         self.rng_rate_limit
             .validate(|| "rng_rate_limit".to_string())?;
         self.disk_rate_limit

@@ -17,6 +17,7 @@ pub mod cpu;
 pub mod devices;
 pub mod jail;
 pub mod memory;
+pub mod netns;
 pub mod seccomp;
 pub mod snapshot;
 pub mod vm;

@@ -142,6 +142,8 @@ pub enum VmError {
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
     #[error(transparent)]
+    Netns(#[from] crate::netns::NetnsError),
+    #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error("snapshot memory: {0}")]
     SnapshotMemory(#[from] memory::MapError),
@@ -277,6 +279,9 @@ impl Vm {
             tracing::warn!(
                 "seccomp is OFF: the VMM's threads run unconfined (a debugging switch only)"
             );
+        }
+        if let Some(netns) = config.netns.as_deref().filter(|_| !config.nets.is_empty()) {
+            crate::netns::enter(netns)?;
         }
         match snapshot::select(config)? {
             Some(loaded) => Self::restore(config, loaded, console),

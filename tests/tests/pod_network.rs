@@ -1,0 +1,407 @@
+//! Pod networking through containerd's CRI plugin with the handler `vmrun`:
+//! the pod's CNI interface (a veth of the fixture's bridge) is the guest's
+//! `eth0`, with the same address, MAC, MTU and routes; TCP works both ways
+//! between the test's network namespace and a pod, between two pods, and
+//! over `localhost` between the containers of one pod; the CRI DNS config
+//! and the pod hostname reach every container; removing the pods, one of
+//! them after its shim was killed, leaves no tap, qdisc, filter or
+//! namespace behind.
+//!
+//! Everything runs in the fixture's own network namespace (containerd, its
+//! CNI bridge, the pods' host ends) and in the pods' namespaces that CNI
+//! made there: no packet reaches the host's network.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1::{
+    DnsConfig, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig,
+};
+use vmrun_tests::containerd::{require_shim, Containerd, CNI_MTU, IMAGE, VMRUN_HANDLER};
+use vmrun_tests::cri::CriClient;
+
+const EXEC_TIMEOUT: Duration = Duration::from_secs(120);
+/// The pod's web server (busybox httpd) port.
+const WEB_PORT: u16 = 8080;
+const WEB_BODY: &str = "hello from pod a";
+
+/// What CNI gave a pod: its cached ADD result (`/var/lib/cni/results`).
+#[derive(Debug)]
+struct CniAttachment {
+    /// The pod's address, without the prefix.
+    ip: Ipv4Addr,
+    /// With the prefix, as `ip addr` shows it ("10.200.7.2/24").
+    cidr: String,
+    gateway: String,
+    /// The MAC of the pod's `eth0` on the host.
+    mac: String,
+    /// The pod's network namespace on the host.
+    netns: PathBuf,
+}
+
+impl CniAttachment {
+    fn read(ctrd: &Containerd, pod_id: &str) -> Self {
+        let path = PathBuf::from("/var/lib/cni/results")
+            .join(format!("{}-{pod_id}-eth0", ctrd.cni_network()));
+        let text = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("CNI result {}: {e}", path.display()));
+        let cache: serde_json::Value = serde_json::from_str(&text).expect("CNI result JSON");
+        let result = &cache["result"];
+        let eth0 = result["interfaces"]
+            .as_array()
+            .and_then(|i| i.iter().find(|i| i["name"] == "eth0"))
+            .unwrap_or_else(|| panic!("no eth0 in the CNI result {text}"));
+        let ip = &result["ips"][0];
+        let cidr = ip["address"].as_str().expect("ips[0].address").to_string();
+        Self {
+            ip: cidr
+                .split('/')
+                .next()
+                .and_then(|a| a.parse().ok())
+                .expect("an IPv4 pod address"),
+            cidr,
+            gateway: ip["gateway"].as_str().expect("ips[0].gateway").to_string(),
+            mac: eth0["mac"].as_str().expect("eth0.mac").to_lowercase(),
+            netns: PathBuf::from(eth0["sandbox"].as_str().expect("eth0.sandbox")),
+        }
+    }
+}
+
+fn pod_config(ctrd: &Containerd, name: &str) -> PodSandboxConfig {
+    let mut pod = CriClient::pod_config(name, &ctrd.dir().join("pod-logs"));
+    pod.dns_config = Some(DnsConfig {
+        servers: vec!["192.0.2.53".to_string()],
+        searches: vec!["pods.vmrun.test".to_string()],
+        options: vec!["ndots:3".to_string()],
+    });
+    pod
+}
+
+/// Runs `script` with `sh -c` in `container`; its stdout, which must come
+/// with exit status 0.
+async fn sh(cri: &mut CriClient, ctrd: &Containerd, container: &str, script: &str) -> String {
+    let reply = cri
+        .exec_sync(container, &["sh", "-c", script], EXEC_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("ExecSync {script:?}: {e}\n{}", ctrd.log_tail(60)));
+    let stdout = String::from_utf8_lossy(&reply.stdout).into_owned();
+    assert_eq!(
+        reply.exit_code,
+        0,
+        "{script:?} in {container}: stdout {stdout:?}, stderr {:?}",
+        String::from_utf8_lossy(&reply.stderr)
+    );
+    stdout
+}
+
+/// An HTTP GET of `/` from inside `container` (busybox wget), retried while
+/// the server may still be starting.
+async fn wget(cri: &mut CriClient, ctrd: &Containerd, container: &str, url: &str) -> String {
+    let script =
+        format!("for i in $(seq 30); do wget -q -T 5 -O - {url} && exit 0; sleep 1; done; exit 1");
+    sh(cri, ctrd, container, &script).await
+}
+
+/// A one-connection-at-a-time HTTP server in the fixture's namespace on the
+/// bridge's address; answers `body` to every request.
+fn serve_from_test_namespace(ctrd: &Containerd, body: &'static str) -> SocketAddr {
+    let gateway = ctrd.gateway().to_string();
+    let listener = ctrd.netns().run(move || {
+        TcpListener::bind((gateway.as_str(), 0)).expect("listen on the bridge address")
+    });
+    let addr = listener.local_addr().expect("listener address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+/// An HTTP GET of `/` at `addr` from the fixture's namespace, retried while
+/// the pod's server may still be starting.
+fn get_from_test_namespace(ctrd: &Containerd, addr: SocketAddr) -> String {
+    ctrd.netns().run(move || {
+        let started = Instant::now();
+        loop {
+            let attempt = (|| -> std::io::Result<String> {
+                let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+                stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+                stream.write_all(b"GET / HTTP/1.0\r\nHost: pod\r\n\r\n")?;
+                let mut reply = String::new();
+                stream.read_to_string(&mut reply)?;
+                Ok(reply)
+            })();
+            match attempt {
+                Ok(reply) => return reply,
+                Err(e) if started.elapsed() > Duration::from_secs(60) => {
+                    panic!("GET http://{addr}/ from the test's namespace: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+    })
+}
+
+async fn start(
+    cri: &mut CriClient,
+    ctrd: &Containerd,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    name: &str,
+    command: &[&str],
+) -> String {
+    let config = CriClient::container_config(name, IMAGE, command);
+    let id = cri
+        .create_container(pod_id, config, pod)
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", ctrd.log_tail(80)));
+    cri.start_container(&id)
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer {name}: {e}\n{}", ctrd.log_tail(80)));
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_have_their_cni_network_inside_the_vm() {
+    require_shim();
+    let ctrd = Containerd::start();
+    let mut cri = CriClient::connect(ctrd.socket())
+        .await
+        .expect("connect to the CRI plugin");
+
+    // Pod A: a web server and a client container.
+    let pod_a = pod_config(&ctrd, "net-a");
+    let a = cri
+        .run_pod_sandbox(&pod_a, VMRUN_HANDLER)
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox net-a: {e}\n{}", ctrd.log_tail(80)));
+    let cni_a = CniAttachment::read(&ctrd, &a);
+    let web_script = format!(
+        "mkdir -p /www && echo '{WEB_BODY}' > /www/index.html && exec httpd -f -p {WEB_PORT} -h /www"
+    );
+    let web = start(
+        &mut cri,
+        &ctrd,
+        &a,
+        &pod_a,
+        "web",
+        &["sh", "-c", &web_script],
+    )
+    .await;
+    let client = start(
+        &mut cri,
+        &ctrd,
+        &a,
+        &pod_a,
+        "client",
+        &["sleep", "2147483647"],
+    )
+    .await;
+
+    // The guest's eth0 is the CNI interface: address, MAC, MTU, routes.
+    let links = sh(
+        &mut cri,
+        &ctrd,
+        &web,
+        "cat /sys/class/net/eth0/address /sys/class/net/eth0/mtu; \
+         ip -4 -o addr show dev eth0; ip route",
+    )
+    .await;
+    let lines: Vec<&str> = links.lines().collect();
+    assert_eq!(lines[0], cni_a.mac, "eth0's MAC is the CNI one: {links}");
+    assert_eq!(lines[1], CNI_MTU.to_string(), "eth0's MTU: {links}");
+    assert!(
+        lines[2].contains(&format!("inet {}", cni_a.cidr)),
+        "eth0 has the CNI address {}: {links}",
+        cni_a.cidr
+    );
+    assert!(
+        links.contains(&format!("default via {} dev eth0", cni_a.gateway)),
+        "the default route goes via the bridge {}: {links}",
+        cni_a.gateway
+    );
+
+    // localhost between two containers of the pod.
+    let body = wget(
+        &mut cri,
+        &ctrd,
+        &client,
+        &format!("http://127.0.0.1:{WEB_PORT}/"),
+    )
+    .await;
+    assert_eq!(body.trim(), WEB_BODY, "web reached over localhost");
+
+    // The test's namespace reaches the pod at its CNI address...
+    let reply = get_from_test_namespace(&ctrd, SocketAddr::from((cni_a.ip, WEB_PORT)));
+    assert!(
+        reply.starts_with("HTTP/1.") && reply.trim_end().ends_with(WEB_BODY),
+        "GET from the test's namespace: {reply:?}"
+    );
+    // ...and the pod reaches a server on the bridge's address.
+    let test_server = serve_from_test_namespace(&ctrd, "hello from the test");
+    let body = wget(&mut cri, &ctrd, &client, &format!("http://{test_server}/")).await;
+    assert_eq!(body, "hello from the test");
+
+    // DNS config and hostname, in every container.
+    for container in [&web, &client] {
+        let resolv = sh(&mut cri, &ctrd, container, "cat /etc/resolv.conf").await;
+        for want in [
+            "nameserver 192.0.2.53",
+            "search pods.vmrun.test",
+            "options ndots:3",
+        ] {
+            assert!(
+                resolv.lines().any(|l| l.trim() == want),
+                "{want:?} in /etc/resolv.conf: {resolv:?}"
+            );
+        }
+        let hostname = sh(&mut cri, &ctrd, container, "hostname").await;
+        assert_eq!(hostname.trim(), "net-a");
+    }
+
+    // Pod B reaches pod A.
+    let pod_b = pod_config(&ctrd, "net-b");
+    let b = cri
+        .run_pod_sandbox(&pod_b, VMRUN_HANDLER)
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox net-b: {e}\n{}", ctrd.log_tail(80)));
+    let cni_b = CniAttachment::read(&ctrd, &b);
+    assert_ne!(cni_a.ip, cni_b.ip);
+    let probe = start(
+        &mut cri,
+        &ctrd,
+        &b,
+        &pod_b,
+        "probe",
+        &["sleep", "2147483647"],
+    )
+    .await;
+    let body = wget(
+        &mut cri,
+        &ctrd,
+        &probe,
+        &format!("http://{}:{WEB_PORT}/", cni_a.ip),
+    )
+    .await;
+    assert_eq!(body.trim(), WEB_BODY, "pod b reaches pod a");
+
+    // Pod B's shim dies (SIGKILL); the pod is then removed as kubelet
+    // would. Pod A goes the normal way.
+    let shim_b = ctrd
+        .processes()
+        .into_iter()
+        .find(|(_, cmdline)| cmdline.contains("containerd-shim-vmrun-v2") && cmdline.contains(&b))
+        .unwrap_or_else(|| panic!("pod b's shim among {:?}", ctrd.processes()));
+    // SAFETY: kill(2) on the pid of the shim just found in /proc.
+    unsafe {
+        libc::kill(shim_b.0, libc::SIGKILL);
+    }
+    for pod_id in [&b, &a] {
+        cri.stop_pod_sandbox(pod_id)
+            .await
+            .unwrap_or_else(|e| panic!("StopPodSandbox {pod_id}: {e}\n{}", ctrd.log_tail(60)));
+        cri.remove_pod_sandbox(pod_id)
+            .await
+            .unwrap_or_else(|e| panic!("RemovePodSandbox {pod_id}: {e}"));
+    }
+
+    // Nothing left: no process, mount, sandbox directory, pod namespace,
+    // veth, tap or ingress qdisc (and so no filter) in the fixture's
+    // namespace.
+    let started = Instant::now();
+    loop {
+        let procs = ctrd.processes();
+        let mounts = ctrd.mounts();
+        let sandboxes = ctrd.vmrun_sandboxes();
+        let namespaces: Vec<&PathBuf> = [&cni_a.netns, &cni_b.netns]
+            .into_iter()
+            .filter(|p| p.exists())
+            .collect();
+        let links: Vec<String> = ctrd
+            .netns()
+            .ip(&["-o", "link", "show"])
+            .lines()
+            .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().to_string()))
+            .filter(|name| name != "lo" && name != ctrd.bridge())
+            .collect();
+        let qdiscs = String::from_utf8_lossy(
+            &ctrd
+                .netns()
+                .command("tc")
+                .args(["qdisc", "show"])
+                .output()
+                .expect("tc qdisc show")
+                .stdout,
+        )
+        .into_owned();
+        if procs.is_empty()
+            && mounts.is_empty()
+            && sandboxes.is_empty()
+            && namespaces.is_empty()
+            && links.is_empty()
+            && !qdiscs.contains("ingress")
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "30 s after RemovePodSandbox: processes {procs:?}, mounts {mounts:?}, \
+             sandbox directories {sandboxes:?}, pod namespaces {namespaces:?}, \
+             links {links:?}, qdiscs {qdiscs}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A `hostNetwork` pod is refused with an error that says why; no VM, no
+/// sandbox directory is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_network_pods_are_refused() {
+    require_shim();
+    let ctrd = Containerd::start();
+    let mut cri = CriClient::connect(ctrd.socket())
+        .await
+        .expect("connect to the CRI plugin");
+    let mut pod = CriClient::pod_config("host-net", &ctrd.dir().join("pod-logs"));
+    pod.linux = Some(LinuxPodSandboxConfig {
+        security_context: Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                network: NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = cri
+        .run_pod_sandbox(&pod, VMRUN_HANDLER)
+        .await
+        .expect_err("a hostNetwork pod under vmrun");
+    assert!(
+        err.to_string().contains("host's network"),
+        "the error says why: {err}"
+    );
+    let started = Instant::now();
+    while !(ctrd.processes().is_empty() && ctrd.vmrun_sandboxes().is_empty()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "left after the refusal: {:?} {:?}",
+            ctrd.processes(),
+            ctrd.vmrun_sandboxes()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
