@@ -45,6 +45,8 @@ pub mod init;
 #[cfg(feature = "server")]
 pub mod mount_syscalls;
 #[cfg(feature = "server")]
+pub mod network;
+#[cfg(feature = "server")]
 pub mod process;
 #[cfg(feature = "server")]
 pub mod sandbox_init;

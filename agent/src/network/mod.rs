@@ -1,0 +1,5 @@
+//! The pod's network in the guest (`Guest.ConfigureNetwork`).
+
+pub mod plan;
+
+pub use plan::{NetworkPlan, PlanError};
