@@ -7,8 +7,9 @@
 //!
 //! The processes it starts, and every orphan it reaps as PID 1, are the
 //! process runtime's ([`process`]). `server` holds only the gRPC services
-//! and the one error-to-status mapping; it uses `container`, `storage` and
-//! `process`, and none of them uses it (server → container → process).
+//! and the one error-to-status mapping; it uses `container`, `storage`,
+//! `network` and `process`, and none of them uses it (server → container →
+//! process).
 //!
 //! Features: `server` (the agent itself, on by default) and `client` (what the
 //! shim and `vmrun run` link, with `default-features = false`).
@@ -16,7 +17,8 @@
 //! Containers ([`container`]) run with youki's libcontainer; the same binary
 //! is also their single-threaded fork helper (`--container-helper`).
 //! Storage the host shares (virtio-fs, block devices) is mounted by
-//! [`storage`].
+//! [`storage`]; the pod's network (interfaces, addresses, routes) is set up
+//! over netlink by [`network`].
 //!
 //! The guest binary is fully static (there is no musl target here), with
 //! libseccomp linked in statically (Debian's `libseccomp-dev`); a static
@@ -44,6 +46,8 @@ pub mod inherited_env;
 pub mod init;
 #[cfg(feature = "server")]
 pub mod mount_syscalls;
+#[cfg(feature = "server")]
+pub mod network;
 #[cfg(feature = "server")]
 pub mod process;
 #[cfg(feature = "server")]

@@ -7,6 +7,7 @@ use nix::errno::Errno;
 use tonic::{Code, Status};
 
 use crate::container::ContainerError;
+use crate::network::{ApplyError, NetworkError};
 use crate::process::ProcessError;
 use crate::storage::StorageError;
 
@@ -46,6 +47,10 @@ pub enum AgentError {
     /// `InitSandbox` could not make the guest its own.
     #[error("init sandbox: {0}")]
     InitSandbox(#[from] crate::sandbox_init::InitSandboxError),
+
+    /// `ConfigureNetwork` failed.
+    #[error("configure network: {0}")]
+    Network(#[from] NetworkError),
 }
 
 impl AgentError {
@@ -70,6 +75,7 @@ impl AgentError {
                 Code::InvalidArgument
             }
             Self::InitSandbox(_) => Code::Internal,
+            Self::Network(error) => network_code(error),
         }
     }
 }
@@ -128,6 +134,36 @@ fn storage_code(error: &StorageError) -> Code {
             _ => Code::Internal,
         },
         StorageError::MakeMountPoint { .. } => Code::FailedPrecondition,
+    }
+}
+
+fn network_code(error: &NetworkError) -> Code {
+    match error {
+        NetworkError::Plan(_) => Code::InvalidArgument,
+        // Well-formed, but not for this guest (the API's FAILED_PRECONDITION).
+        NetworkError::Apply(
+            ApplyError::TooFewLinks { .. }
+            | ApplyError::NoIpv6 { .. }
+            | ApplyError::NameTaken { .. }
+            | ApplyError::LinkGone { .. },
+        ) => Code::FailedPrecondition,
+        NetworkError::Apply(error @ ApplyError::Netlink { .. }) => match error.errno() {
+            // The kernel refuses what the request asks of this guest: an
+            // MTU beyond the device's maximum (EINVAL, ERANGE), a MAC it
+            // cannot take (EADDRNOTAVAIL, EOPNOTSUPP), a gateway no link
+            // reaches (ENETUNREACH), an address the guest has elsewhere.
+            Some(
+                Errno::EINVAL
+                | Errno::ERANGE
+                | Errno::EADDRNOTAVAIL
+                | Errno::EOPNOTSUPP
+                | Errno::ENETUNREACH
+                | Errno::EEXIST
+                | Errno::ENODEV,
+            ) => Code::FailedPrecondition,
+            _ => Code::Internal,
+        },
+        NetworkError::Links(_) | NetworkError::Netlink(_) => Code::Internal,
     }
 }
 
@@ -268,6 +304,55 @@ mod tests {
                 errno: Errno::EBUSY
             }),
             Code::FailedPrecondition
+        );
+    }
+
+    #[test]
+    fn network_errors_map_to_the_apis_codes() {
+        use crate::network::NetlinkCause;
+        let code = |error: NetworkError| AgentError::from(error).code();
+        let netlink = |errno| {
+            NetworkError::Apply(ApplyError::Netlink {
+                step: "interfaces[0] (eth0, link index 2): set MTU 9000".into(),
+                cause: NetlinkCause::Errno(errno),
+            })
+        };
+        assert_eq!(
+            code(NetworkError::Plan(
+                crate::network::PlanError::InvalidField {
+                    field: "interfaces[0].mac".into(),
+                    reason: "5 bytes, want 6".into()
+                }
+            )),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            code(NetworkError::Apply(ApplyError::TooFewLinks {
+                interfaces: 2,
+                links: 1
+            })),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(NetworkError::Apply(ApplyError::NoIpv6 {
+                field: "interfaces[0].addresses[0]".into(),
+                prefix: crate::network::plan::IpPrefix::new("2001:db8::5".parse().unwrap(), 64)
+                    .unwrap()
+            })),
+            Code::FailedPrecondition
+        );
+        assert_eq!(code(netlink(Errno::EINVAL)), Code::FailedPrecondition);
+        assert_eq!(code(netlink(Errno::ENETUNREACH)), Code::FailedPrecondition);
+        assert_eq!(code(netlink(Errno::ENOMEM)), Code::Internal);
+        assert_eq!(
+            code(NetworkError::Netlink(io::Error::from(io::ErrorKind::Other))),
+            Code::Internal
+        );
+        let status = Status::from(AgentError::from(netlink(Errno::EINVAL)));
+        assert_eq!(
+            status.message(),
+            "configure network: interfaces[0] (eth0, link index 2): set MTU 9000: \
+             EINVAL: Invalid argument"
         );
     }
 

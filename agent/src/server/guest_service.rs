@@ -1,4 +1,5 @@
-//! The `Guest` service: facts about the guest, and shutting it down.
+//! The `Guest` service: facts about the guest, its sandbox setup (clock,
+//! entropy, network), and shutting it down.
 
 use std::sync::Arc;
 
@@ -6,6 +7,7 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use super::error::AgentError;
+use crate::network;
 use crate::proto::guest_server::Guest;
 use crate::proto::{
     ConfigureNetworkRequest, ConfigureNetworkResponse, GuestDetailsRequest, GuestDetailsResponse,
@@ -30,6 +32,9 @@ pub struct GuestService {
     storage: Arc<StorageManager>,
     /// Booted to be snapshotted: virtio-fs devices carry slot tags.
     template: bool,
+    /// One `ConfigureNetwork` at a time: two at once would rename the same
+    /// links under each other.
+    network: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl GuestService {
@@ -42,6 +47,7 @@ impl GuestService {
             shutdown_requested,
             storage,
             template,
+            network: Arc::default(),
         }
     }
 }
@@ -128,10 +134,14 @@ impl Guest for GuestService {
 
     async fn configure_network(
         &self,
-        _: Request<ConfigureNetworkRequest>,
+        request: Request<ConfigureNetworkRequest>,
     ) -> Result<Response<ConfigureNetworkResponse>, Status> {
-        // Replaced by the netlink implementation (issue 13, in progress).
-        Err(Status::unimplemented("configure network"))
+        let request = request.into_inner();
+        let _one_at_a_time = self.network.lock().await;
+        network::configure(&request)
+            .await
+            .map_err(AgentError::from)?;
+        Ok(Response::new(ConfigureNetworkResponse {}))
     }
 
     async fn shutdown(
@@ -156,5 +166,37 @@ mod tests {
         assert!(details.memory_total_bytes > 0);
         assert!(details.cpus >= 1);
         assert_eq!(details.agent_version, AGENT_VERSION);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_network_request_is_refused_before_anything_changes() {
+        // Safe on any host: validation fails before the guest's links are
+        // looked for.
+        let (shutdown, _) = watch::channel(false);
+        let service = GuestService::new(
+            Arc::new(shutdown),
+            Arc::new(StorageManager::new(Arc::new(
+                crate::mount_syscalls::RealMounts,
+            ))),
+            false,
+        );
+        let request = ConfigureNetworkRequest {
+            interfaces: vec![crate::proto::NetworkInterface {
+                name: "eth0".into(),
+                mac: vec![2, 0, 0, 0, 1].into(),
+                mtu: 1500,
+                addresses: vec![],
+            }],
+            routes: vec![],
+        };
+        let status = service
+            .configure_network(Request::new(request))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "configure network: interfaces[0].mac: 5 bytes, want 6"
+        );
     }
 }
