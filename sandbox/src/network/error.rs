@@ -4,7 +4,7 @@
 //! containerd's log without a second look at the host.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// An error of the pod network's host side.
 #[derive(Debug, thiserror::Error)]
@@ -72,4 +72,34 @@ impl NetworkError {
             _ => None,
         }
     }
+
+    /// A netlink failure of `op` on `object` in `netns`.
+    pub(crate) fn netlink(
+        netns: &Path,
+        op: &'static str,
+        object: impl Into<String>,
+    ) -> impl FnOnce(rtnetlink::Error) -> Self {
+        let netns = netns.to_path_buf();
+        let object = object.into();
+        move |err| Self::Netlink {
+            netns,
+            op,
+            object,
+            source: netlink_io_error(err),
+        }
+    }
+}
+
+/// The kernel's errno of a netlink error (`ENODEV`…), or the library's
+/// description of anything else (a malformed answer).
+pub(crate) fn netlink_io_error(err: rtnetlink::Error) -> io::Error {
+    match err {
+        rtnetlink::Error::NetlinkError(message) if message.code.is_some() => message.to_io(),
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// Whether `err` is the kernel's `errno`.
+pub(crate) fn is_errno(err: &rtnetlink::Error, errno: i32) -> bool {
+    matches!(err, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -errno)
 }

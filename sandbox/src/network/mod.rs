@@ -8,10 +8,25 @@
 //! whatever the plugin did on the host side (its veth peer, NAT, policy)
 //! applies to the guest unchanged.
 //!
-//! [`netns`] runs the netlink work in the namespace.
+//! A sandbox uses it in this order:
+//! 1. [`PodNetwork::read`] the pod's namespace, before the VMM starts
+//!    (its taps are not the pod's);
+//! 2. give the VM [`PodNetwork::vm_nets`] (taps `vmtap0`… with the MACs
+//!    and MTUs) and start the VMM so that it creates them in the pod's
+//!    namespace;
+//! 3. [`PodNetwork::connect`] each interface with its tap;
+//! 4. send the agent [`PodNetwork::request`];
+//! 5. on every stop path, [`PodNetwork::disconnect`] (or
+//!    [`PodNetwork::disconnect_blocking`]); the taps go with the VMM.
+//!
+//! [`netns`] runs the netlink work in the namespace, [`inspect`] reads the
+//! pod's network, [`tc_redirect`] connects and disconnects the taps.
 
 pub mod error;
+pub mod inspect;
 pub mod netns;
+pub mod tc_redirect;
 
 pub use error::NetworkError;
+pub use inspect::{PodInterface, PodNetwork};
 pub use netns::NetNs;
