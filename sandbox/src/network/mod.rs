@@ -30,3 +30,6 @@ pub mod tc_redirect;
 pub use error::NetworkError;
 pub use inspect::{PodInterface, PodNetwork};
 pub use netns::NetNs;
+
+#[cfg(test)]
+mod tests;
