@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use vmrun_agent::client::ClientError;
 
+use crate::network::NetworkError;
+
 /// Errors of the sandbox layer, each naming what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -32,6 +34,9 @@ pub enum SandboxError {
     /// The guest agent refused or failed a call.
     #[error("guest agent: {0}")]
     Agent(#[from] ClientError),
+    /// The pod's network could not be read, connected or disconnected.
+    #[error("pod network: {0}")]
+    Network(#[from] NetworkError),
 }
 
 /// The sandbox layer's result type.

@@ -7,8 +7,9 @@
 //! mounts that put a container's files into the sandbox's one virtio-fs share
 //! ([`host_mounts`]), the sandbox's runtime directory ([`sandbox_dir`]), and
 //! launching, watching and stopping the VMM process with the guest console's
-//! tail for reports ([`vmm_process`], [`console_log`]); [`Sandbox`] puts them
-//! together with the agent connection.
+//! tail for reports ([`vmm_process`], [`console_log`]), and the pod's network
+//! on the host ([`network`]); [`Sandbox`] puts them together with the agent
+//! connection.
 //!
 //! It must not know containerd's or the CLI's types (they map their requests
 //! onto these), nor link the VMM: it starts `vmrun boot --config FILE` with a
@@ -23,6 +24,7 @@ pub mod host_mounts;
 pub mod layout;
 pub mod mount_api;
 pub mod mountinfo;
+pub mod network;
 pub mod sandbox;
 pub mod sandbox_dir;
 pub mod vmm_process;

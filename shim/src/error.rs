@@ -2,6 +2,7 @@
 
 use containerd_shim::protos::ttrpc::{self, Code};
 use vmrun_agent::client::ClientError;
+use vmrun_sandbox::network::NetworkError;
 use vmrun_sandbox::SandboxError;
 
 /// Everything a Task API call can fail with.
@@ -57,9 +58,26 @@ impl ShimError {
                 SandboxError::Busy(_) => Code::FAILED_PRECONDITION,
                 SandboxError::Vm(_) => Code::UNAVAILABLE,
                 SandboxError::Agent(err) => agent_code(err),
+                SandboxError::Network(err) => network_code(err),
             },
             Self::Agent(err) => agent_code(err),
         }
+    }
+}
+
+/// The ttrpc code of a failure of the pod network's host side: a path
+/// that is no network namespace is the request's fault, a pod network the
+/// guest cannot have the pod's state, a missing tap the VM's.
+fn network_code(err: &NetworkError) -> Code {
+    match err {
+        NetworkError::Open { .. } | NetworkError::NotNetns { .. } => Code::INVALID_ARGUMENT,
+        NetworkError::UnsupportedLink { .. } | NetworkError::UnsupportedRoute { .. } => {
+            Code::FAILED_PRECONDITION
+        }
+        NetworkError::MissingTap { .. } => Code::UNAVAILABLE,
+        NetworkError::Thread { .. }
+        | NetworkError::Panicked { .. }
+        | NetworkError::Netlink { .. } => Code::INTERNAL,
     }
 }
 
