@@ -16,6 +16,7 @@ use crate::error::{Result, SandboxError};
 use crate::guest_spec::GuestSpec;
 use crate::host_mounts::{HostDir, HostMounts};
 use crate::layout::{self, AGENT_VSOCK_PORT, GUEST_SHARED_DIR, SHARE_TAG};
+use crate::network::PodNetwork;
 use crate::sandbox_dir::SandboxDir;
 use crate::vmm_process::{ExitWatch, VmmProcess};
 
@@ -79,6 +80,8 @@ pub struct Sandbox {
     vmm_pid: u32,
     exit: ExitWatch,
     times: StartTimes,
+    /// The pod's network, connected to the VM's taps.
+    network: Option<PodNetwork>,
 }
 
 /// Removes the directory of a start that did not finish (an error, or the
@@ -100,6 +103,54 @@ impl Drop for DirGuard<'_> {
     }
 }
 
+/// Disconnects the pod's interfaces from the VM's taps if a start does not
+/// finish (the taps themselves go with the VMM).
+struct NetworkGuard<'a>(Option<&'a PodNetwork>);
+
+impl NetworkGuard<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for NetworkGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(network) = self.0.take() {
+            if let Err(e) = network.disconnect_blocking() {
+                tracing::warn!("after a failed start: {e}");
+            }
+        }
+    }
+}
+
+/// Reads the pod's network from the namespace at `path`, which must not be
+/// this process's own: its interfaces would be taken from the host.
+async fn read_pod_network(path: &Path, vm: &VmConfig) -> Result<PodNetwork> {
+    use std::os::unix::fs::MetadataExt;
+    if !vm.nets.is_empty() {
+        return Err(SandboxError::Spec(format!(
+            "the VM has taps of its own ({}) and a pod network namespace {}: give one of them",
+            vm.nets.len(),
+            path.display()
+        )));
+    }
+    let same =
+        |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+    if let (Ok(pod), Ok(own)) = (
+        std::fs::metadata(path),
+        std::fs::metadata("/proc/self/ns/net"),
+    ) {
+        if same(&pod, &own) {
+            return Err(SandboxError::Spec(format!(
+                "the pod network namespace {} is the host's own (this process's): its \
+                 interfaces cannot be given to a VM",
+                path.display()
+            )));
+        }
+    }
+    Ok(PodNetwork::read(path).await?)
+}
+
 impl Sandbox {
     /// Creates `dir`, starts the VM in it and waits for its agent. On
     /// failure (or when the returned future is dropped) nothing is left: no
@@ -112,6 +163,16 @@ impl Sandbox {
             dir.mount_share_root()?;
         }
         let mut vm = config.vm.clone();
+        let network = match &config.network {
+            Some(path) => {
+                let network = read_pod_network(path, &vm).await?;
+                vm.nets = network.vm_nets();
+                vm.netns = Some(path.clone());
+                Some(network)
+            }
+            None => None,
+        };
+        let network_guard = NetworkGuard(network.as_ref());
         vm.vsock_uds = Some(dir.vsock());
         if config.share {
             vm.shares
@@ -127,6 +188,13 @@ impl Sandbox {
                 return Err(err);
             }
         };
+        if let Some(network) = &network {
+            if let Err(err) = Self::configure_network(network, &agent).await {
+                vmm.stop().await;
+                return Err(err);
+            }
+        }
+        network_guard.disarm();
         guard.disarm();
         let times = StartTimes {
             vmm_spawned,
@@ -147,7 +215,22 @@ impl Sandbox {
             vmm_pid,
             exit,
             times,
+            network,
         }))
+    }
+
+    /// Connects the pod's interfaces to the VM's taps and has the agent
+    /// give the guest their names, addresses and routes.
+    async fn configure_network(network: &PodNetwork, agent: &AgentClient) -> Result<()> {
+        let started = Instant::now();
+        network.connect().await?;
+        agent.configure_network(network.request()).await?;
+        tracing::info!(
+            interfaces = network.interfaces().len(),
+            secs = started.elapsed().as_secs_f64(),
+            "pod network configured"
+        );
+        Ok(())
     }
 
     async fn connect(
@@ -251,6 +334,11 @@ impl Sandbox {
     /// Stops the VM and removes the sandbox directory.
     pub async fn stop(&self) {
         self.vmm.lock().await.stop().await;
+        if let Some(network) = &self.network {
+            if let Err(e) = network.disconnect().await {
+                tracing::warn!(sandbox = self.label, "{e}");
+            }
+        }
         remove_dir(&self.dir);
         tracing::info!(sandbox = self.label, "microVM stopped");
     }

@@ -98,12 +98,28 @@ async fn sh(cri: &mut CriClient, ctrd: &Containerd, container: &str, script: &st
     stdout
 }
 
-/// An HTTP GET of `/` from inside `container` (busybox wget), retried while
-/// the server may still be starting.
-async fn wget(cri: &mut CriClient, ctrd: &Containerd, container: &str, url: &str) -> String {
-    let script =
-        format!("for i in $(seq 30); do wget -q -T 5 -O - {url} && exit 0; sleep 1; done; exit 1");
-    sh(cri, ctrd, container, &script).await
+/// The body of an HTTP GET of `/` at `host:port` from inside `container`
+/// (busybox `nc`: the static busybox's `wget` segfaults in these images),
+/// retried while the server may still be starting.
+async fn http_get(
+    cri: &mut CriClient,
+    ctrd: &Containerd,
+    container: &str,
+    host: &str,
+    port: u16,
+) -> String {
+    let script = format!(
+        "for i in $(seq 30); do \
+           printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {host} {port} > /tmp/reply \
+             && grep -q 'HTTP/1' /tmp/reply && exec cat /tmp/reply; \
+           sleep 1; \
+         done; exit 1"
+    );
+    let reply = sh(cri, ctrd, container, &script).await;
+    match reply.split_once("\r\n\r\n") {
+        Some((_, body)) => body.to_string(),
+        None => panic!("GET http://{host}:{port}/ from {container}: no HTTP reply: {reply:?}"),
+    }
 }
 
 /// A one-connection-at-a-time HTTP server in the fixture's namespace on the
@@ -235,13 +251,7 @@ async fn pods_have_their_cni_network_inside_the_vm() {
     );
 
     // localhost between two containers of the pod.
-    let body = wget(
-        &mut cri,
-        &ctrd,
-        &client,
-        &format!("http://127.0.0.1:{WEB_PORT}/"),
-    )
-    .await;
+    let body = http_get(&mut cri, &ctrd, &client, "127.0.0.1", WEB_PORT).await;
     assert_eq!(body.trim(), WEB_BODY, "web reached over localhost");
 
     // The test's namespace reaches the pod at its CNI address...
@@ -252,7 +262,14 @@ async fn pods_have_their_cni_network_inside_the_vm() {
     );
     // ...and the pod reaches a server on the bridge's address.
     let test_server = serve_from_test_namespace(&ctrd, "hello from the test");
-    let body = wget(&mut cri, &ctrd, &client, &format!("http://{test_server}/")).await;
+    let body = http_get(
+        &mut cri,
+        &ctrd,
+        &client,
+        &test_server.ip().to_string(),
+        test_server.port(),
+    )
+    .await;
     assert_eq!(body, "hello from the test");
 
     // DNS config and hostname, in every container.
@@ -289,13 +306,7 @@ async fn pods_have_their_cni_network_inside_the_vm() {
         &["sleep", "2147483647"],
     )
     .await;
-    let body = wget(
-        &mut cri,
-        &ctrd,
-        &probe,
-        &format!("http://{}:{WEB_PORT}/", cni_a.ip),
-    )
-    .await;
+    let body = http_get(&mut cri, &ctrd, &probe, &cni_a.ip.to_string(), WEB_PORT).await;
     assert_eq!(body.trim(), WEB_BODY, "pod b reaches pod a");
 
     // Pod B's shim dies (SIGKILL); the pod is then removed as kubelet

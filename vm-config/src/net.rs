@@ -26,6 +26,10 @@ pub struct NetConfig {
     pub mac: Option<MacAddr>,
     /// The interface's MTU.
     pub mtu: u16,
+    /// The VMM makes the tap (in [`crate::VmConfig::netns`]) rather than
+    /// opening one that exists, and it goes away with the VMM: a pod's,
+    /// which nothing else holds. Off for a tap the user made.
+    pub create: bool,
 }
 
 impl Default for NetConfig {
@@ -34,6 +38,7 @@ impl Default for NetConfig {
             tap: String::new(),
             mac: None,
             mtu: DEFAULT_MTU,
+            create: false,
         }
     }
 }
@@ -254,6 +259,7 @@ mod tests {
                 tap: "tap0".into(),
                 mac: Some(MacAddr([2, 0, 0, 0, 0, 7])),
                 mtu: 9000,
+                create: true,
             }],
             ..VmConfig::default()
         };

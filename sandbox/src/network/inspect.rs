@@ -172,6 +172,9 @@ impl PodNetwork {
                 tap: i.tap.clone(),
                 mac: Some(i.mac),
                 mtu: i.mtu,
+                // The VMM makes it in the pod's namespace; it goes with
+                // the VMM, whatever ends it.
+                create: true,
             })
             .collect()
     }

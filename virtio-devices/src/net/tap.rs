@@ -65,6 +65,21 @@ impl Tap {
         if unsafe { libc::if_nametoindex(cname.as_ptr()) } == 0 {
             return Err(NetError::NoSuchTap(name.to_string()));
         }
+        Self::attach(name)
+    }
+
+    /// Makes the tap interface `name` (or opens it if it exists), set up as
+    /// [`open`](Self::open) does. A tap made here is not persistent: it
+    /// goes away when the returned `Tap` (the last descriptor) is closed,
+    /// so a VMM that dies takes it along. Needs `CAP_NET_ADMIN`.
+    pub fn create(name: &str) -> Result<Tap, NetError> {
+        check_name(name)?;
+        Self::attach(name)
+    }
+
+    /// `TUNSETIFF` on a new `/dev/net/tun` descriptor: attaches to tap
+    /// `name`, making it if it does not exist.
+    fn attach(name: &str) -> Result<Tap, NetError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -279,7 +279,12 @@ fn net_device(net: &NetConfig) -> Result<NetDevice, VirtioError> {
             source,
         })?,
     };
-    let tap = Tap::open(&net.tap).map_err(net_err)?;
+    let tap = if net.create {
+        Tap::create(&net.tap)
+    } else {
+        Tap::open(&net.tap)
+    }
+    .map_err(net_err)?;
     let config = virtio_devices::NetConfig { mac, mtu: net.mtu };
     NetDevice::new(Some(tap), config).map_err(net_err)
 }

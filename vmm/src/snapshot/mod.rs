@@ -650,8 +650,8 @@ mod tests {
             .contains("at most 4"));
         let net = |tap: &str, mtu| NetConfig {
             tap: tap.into(),
-            mac: None,
             mtu,
+            ..NetConfig::default()
         };
         let nets = |nets| VmConfig {
             nets,

@@ -78,6 +78,7 @@ async fn the_pod_network_is_read_as_the_cni_plugin_left_it() {
             tap: "vmtap0".into(),
             mac: Some(MacAddr(POD_MAC)),
             mtu: MTU,
+            create: true,
         }]
     );
 }
