@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use vm_config::VmConfig;
 use vmm::console::ConsoleEvent;
+use vmm::jail::pid_namespace::Forked;
 use vmm::{Vm, VmEvent, VmExit};
 use vmrun_sandbox::SandboxDir;
 
-use crate::{CliError, Result, VmArgs};
+use crate::{supervisor, CliError, Result, VmArgs};
 
 /// Kernel flag asking the agent to power off once ready.
 const EXIT_WHEN_READY_FLAG: &str = "vmrun.exit_when_ready";
@@ -52,7 +53,6 @@ impl VsockPlace {
         }
         let dir = SandboxDir::for_this_process();
         dir.create("vmrun boot")?;
-        remove_on_termination(&dir)?;
         Ok(Self::Private(dir))
     }
 
@@ -60,6 +60,13 @@ impl VsockPlace {
         match self {
             Self::Private(dir) => dir.vsock(),
             Self::Given(path) => path.clone(),
+        }
+    }
+
+    fn private_dir(&self) -> Option<&SandboxDir> {
+        match self {
+            Self::Private(dir) => Some(dir),
+            Self::Given(_) => None,
         }
     }
 }
@@ -74,10 +81,10 @@ impl Drop for VsockPlace {
     }
 }
 
-/// SIGTERM, SIGINT or SIGHUP end `vmrun boot` as they would, but first
-/// remove its private directory (the VM's threads go with the process).
-/// The signals are blocked here, before any VM thread exists, so that only
-/// the watcher thread takes them.
+/// Unjailed (a debugging switch): SIGTERM, SIGINT or SIGHUP end `vmrun
+/// boot` as they would, but first remove its private directory (the VM's
+/// threads go with the process). The signals are blocked here, before any
+/// VM thread exists, so that only the watcher thread takes them.
 fn remove_on_termination(dir: &SandboxDir) -> Result<()> {
     use nix::sys::signal::{SigSet, Signal};
     let mut signals = SigSet::empty();
@@ -138,14 +145,47 @@ pub fn print_cmdline(args: &BootArgs) -> Result<()> {
 /// `vmrun boot`.
 pub fn boot(args: BootArgs) -> Result<()> {
     let started = Instant::now();
-    let (config, _vsock) = args.config()?;
+    let (config, vsock) = args.config()?;
     let timeout = args
         .timeout
         .or(args.exit_when_ready.then_some(600))
         .map(Duration::from_secs);
     let deadline = timeout.map(|t| started + t);
 
-    let mut vm = Vm::start(&config, std::io::stdout())?;
+    let jail = match config.jail.enabled {
+        true => Some(vmm::jail::JailPlan::for_vm(&config)?),
+        false => {
+            tracing::warn!(
+                "the jail is OFF: the VMM runs with every capability in the host's \
+                 namespaces (a debugging switch only)"
+            );
+            if let Some(dir) = vsock.private_dir() {
+                remove_on_termination(dir)?;
+            }
+            None
+        }
+    };
+    if jail.is_some() {
+        // Still one thread: the fork takes everything with it.
+        supervisor::block_signals()?;
+        match vmm::jail::pid_namespace::fork_into_new_pid_namespace()? {
+            Forked::Supervisor { child } => {
+                let cleanup = move || drop(vsock);
+                match supervisor::supervise(child, cleanup)? {}
+            }
+            Forked::Vmm => {
+                supervisor::unblock_signals()?;
+                // The supervisor removes the private directory, from outside.
+                std::mem::forget(vsock);
+            }
+        }
+    }
+
+    let mut vm = Vm::create(&config, std::io::stdout())?;
+    if let Some(plan) = &jail {
+        vmm::jail::enter(plan)?;
+    }
+    vm.run()?;
     if config.seccomp {
         // From here on this thread only relays events and the console.
         vmm::seccomp::confine_current_thread(vmm::seccomp::ThreadKind::Main)?;

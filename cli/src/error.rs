@@ -23,6 +23,8 @@ pub enum CliError {
     Sandbox(#[from] vmrun_sandbox::SandboxError),
     #[error(transparent)]
     Seccomp(#[from] vmm::seccomp::SeccompError),
+    #[error(transparent)]
+    Jail(#[from] vmm::jail::JailError),
     /// A call to the guest agent failed.
     #[error("{what}: {source}")]
     Agent {

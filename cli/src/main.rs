@@ -12,13 +12,14 @@ mod container;
 mod error;
 mod run;
 mod snapshot;
+mod supervisor;
 mod tty;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use vm_config::{CompatMode, Disk, SharedDir, SnapshotUse, VmConfig};
+use vm_config::{CompatMode, Disk, NetConfig, SharedDir, SnapshotUse, VmConfig};
 
 pub use error::{CliError, Result};
 
@@ -70,6 +71,15 @@ pub struct VmArgs {
     /// Attach a raw disk image as virtio-blk (/dev/vda, /dev/vdb, ...).
     #[arg(long = "disk", value_name = "PATH[:ro]", value_parser = parse_disk)]
     disks: Vec<Disk>,
+    /// Give the guest a network interface (eth0, eth1, ...) on an existing
+    /// host tap; MAC (default: random, locally administered) and MTU
+    /// (default 1500) as given.
+    #[arg(
+        long = "net",
+        value_name = "tap=NAME[,mac=MAC][,mtu=N]",
+        value_parser = parse_net
+    )]
+    nets: Vec<NetConfig>,
     /// Restore from a snapshot instead of booting: auto (the cached one for
     /// this configuration, if any), off, or a snapshot directory (refused
     /// if it does not fit).
@@ -79,6 +89,10 @@ pub struct VmArgs {
     /// it is said so in the log).
     #[arg(long)]
     no_seccomp: bool,
+    /// Run the VMM outside its jail: host namespaces, every capability, no
+    /// resource limits (debugging only: it is said so in the log).
+    #[arg(long)]
+    no_jail: bool,
 }
 
 fn split_ro(value: &str) -> (&str, bool) {
@@ -105,10 +119,39 @@ fn parse_disk(value: &str) -> Result<Disk, String> {
     Ok(Disk::new(path, read_only))
 }
 
+/// `tap=NAME[,mac=MAC][,mtu=N]`; the values are checked with the rest of
+/// the VM's configuration.
+fn parse_net(value: &str) -> Result<NetConfig, String> {
+    let usage = || format!("{value:?}: expected tap=NAME[,mac=MAC][,mtu=N]");
+    let mut net = NetConfig::default();
+    let mut seen = Vec::new();
+    for item in value.split(',') {
+        let (key, val) = item.split_once('=').ok_or_else(usage)?;
+        if seen.contains(&key) {
+            return Err(format!("{value:?}: {key} is given twice"));
+        }
+        seen.push(key);
+        match key {
+            "tap" => net.tap = val.to_string(),
+            "mac" => net.mac = Some(val.parse()?),
+            "mtu" => {
+                net.mtu = val
+                    .parse()
+                    .map_err(|_| format!("{value:?}: mtu {val:?} is not a number up to 65535"))?;
+            }
+            other => return Err(format!("{value:?}: unknown key {other:?} (tap, mac, mtu)")),
+        }
+    }
+    if net.tap.is_empty() {
+        return Err(usage());
+    }
+    Ok(net)
+}
+
 impl VmArgs {
-    /// Whether no share or disk was asked for.
-    pub fn shares_and_disks_empty(&self) -> bool {
-        self.shares.is_empty() && self.disks.is_empty()
+    /// Whether no share, disk or network interface was asked for.
+    pub fn per_vm_devices_empty(&self) -> bool {
+        self.shares.is_empty() && self.disks.is_empty() && self.nets.is_empty()
     }
 
     /// The VM configuration these flags describe (no vsock yet).
@@ -127,8 +170,13 @@ impl VmArgs {
             compat: self.compat,
             shares: self.shares.clone(),
             disks: self.disks.clone(),
+            nets: self.nets.clone(),
             snapshot: self.snapshot.clone(),
             seccomp: !self.no_seccomp,
+            jail: vm_config::JailConfig {
+                enabled: !self.no_jail,
+                ..defaults.jail.clone()
+            },
             ..defaults
         }
     }
@@ -175,5 +223,37 @@ mod tests {
         assert!(disk.read_only);
         assert!(!parse_disk("/img.raw").unwrap().read_only);
         assert!(parse_disk(":ro").is_err());
+    }
+
+    #[test]
+    fn parses_network_interfaces() {
+        let net = parse_net("tap=tap0").unwrap();
+        assert_eq!((net.tap.as_str(), net.mac, net.mtu), ("tap0", None, 1500));
+        let net = parse_net("tap=vm1,mac=02:00:00:00:00:09,mtu=1400").unwrap();
+        assert_eq!(net.mac.unwrap().to_string(), "02:00:00:00:00:09");
+        assert_eq!(net.mtu, 1400);
+        for (bad, message) in [
+            ("tap0", "expected tap=NAME"),
+            ("mac=02:00:00:00:00:01", "expected tap=NAME"),
+            ("tap=", "expected tap=NAME"),
+            ("tap=a,tap=b", "tap is given twice"),
+            ("tap=a,mtu=big", "not a number"),
+            ("tap=a,mac=1:2", "invalid MAC"),
+            ("tap=a,ip=10.0.0.1", "unknown key \"ip\""),
+        ] {
+            let err = parse_net(bad).unwrap_err();
+            assert!(err.contains(message), "{bad}: {err}");
+        }
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            vm: VmArgs,
+        }
+        let flags = Flags::try_parse_from(["vmrun", "--net", "tap=t0", "--net", "tap=t1,mtu=9000"])
+            .unwrap();
+        let config = flags.vm.config();
+        assert_eq!(config.nets.len(), 2);
+        assert_eq!(config.nets[1].mtu, 9000);
+        assert!(!flags.vm.per_vm_devices_empty());
     }
 }

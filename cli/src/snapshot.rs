@@ -37,9 +37,11 @@ pub fn run(command: SnapshotCommand) -> Result<()> {
 }
 
 fn create(args: &CreateArgs) -> Result<()> {
-    if !args.vm.shares_and_disks_empty() {
+    if !args.vm.per_vm_devices_empty() {
         return Err(CliError::Usage(
-            "a snapshot has no shares or disks of its own: drop --share and --disk".into(),
+            "a snapshot has no shares, disks or network interfaces of its own: \
+             drop --share, --disk and --net"
+                .into(),
         ));
     }
     let started = Instant::now();

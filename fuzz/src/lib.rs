@@ -8,6 +8,8 @@
 //! Panics in the worker abort the process too (libfuzzer-sys installs an
 //! aborting panic hook), so they are reported as crashes of the input.
 
+pub mod net;
+
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -103,6 +103,9 @@ impl Sandbox {
         let started = Instant::now();
         dir.create(label)?;
         let guard = DirGuard(Some(&dir));
+        if config.share {
+            dir.mount_share_root()?;
+        }
         let mut vm = config.vm.clone();
         vm.vsock_uds = Some(dir.vsock());
         if config.share {

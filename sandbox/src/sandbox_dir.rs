@@ -20,6 +20,11 @@ use crate::mountinfo::{has_mounts_under, unmount_under};
 /// Directories of `vmrun run` are `vm-<pid of that vmrun>`.
 const PROCESS_DIR_PREFIX: &str = "vm-";
 
+/// The share root's own tmpfs: it holds only the containers' directories
+/// and mount points, so a guest writing there fills a few pages of its
+/// own, not the host's /run.
+const SHARE_ROOT_OPTIONS: &str = "mode=0755,size=1m,nr_inodes=16384";
+
 /// A sandbox's directory on the host.
 #[derive(Clone, Debug)]
 pub struct SandboxDir {
@@ -108,6 +113,33 @@ impl SandboxDir {
     /// The directory shared with the guest.
     pub fn shared(&self) -> PathBuf {
         self.path.join("shared")
+    }
+
+    /// Mounts the share root's own small tmpfs (nosuid, nodev, noexec) and
+    /// makes it a shared mount: the containers' rootfs and volumes mounted
+    /// beneath it later reach the VMM's jail, whose mount namespace is a
+    /// slave of the host's (see `vmm::jail`). Before the VMM runs: no guest
+    /// can race it yet.
+    pub fn mount_share_root(&self) -> Result<()> {
+        use nix::mount::{mount, MsFlags};
+        let shared = self.shared();
+        let what = format!("mount the share root's tmpfs on {}", shared.display());
+        mount(
+            Some("tmpfs"),
+            &shared,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(SHARE_ROOT_OPTIONS),
+        )
+        .map_err(SandboxError::sys(what.clone()))?;
+        mount(
+            None::<&str>,
+            &shared,
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .map_err(SandboxError::sys(what))
     }
 
     /// Unmounts whatever is still mounted under it, then removes it (see
@@ -206,6 +238,35 @@ mod tests {
         dir.remove().unwrap();
         assert!(!dir.path().exists());
         dir.remove().unwrap();
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn the_share_root_is_a_small_shared_tmpfs_removed_with_the_sandbox() {
+        let root = std::env::temp_dir().join(format!("vmrun-shareroot-{}", std::process::id()));
+        let dir = SandboxDir {
+            path: root.join("sb1"),
+        };
+        dir.create("sb1").unwrap();
+        dir.mount_share_root().unwrap();
+        let shared = dir.shared().to_string_lossy().into_owned();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let line = mountinfo
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(shared.as_str()))
+            .unwrap_or_else(|| panic!("{shared} not mounted:\n{mountinfo}"));
+        assert!(line.contains(" shared:"), "{line}");
+        assert!(line.contains("nosuid,nodev,noexec"), "{line}");
+        assert!(line.contains(" - tmpfs "), "{line}");
+        // A guest filling the share root hits the tmpfs's size.
+        let big = vec![0u8; 2 << 20];
+        let err = std::fs::write(dir.shared().join("filler"), &big).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        dir.remove().unwrap();
+        assert!(!dir.path().exists());
+        assert!(!std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&shared));
         std::fs::remove_dir_all(root).unwrap();
     }
 

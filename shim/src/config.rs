@@ -99,8 +99,14 @@ impl ShimConfig {
             return bad("agent_timeout_secs and setup_timeout_secs must be at least 1".to_string());
         }
         // Per sandbox, the shim's to give.
-        if !self.vm.shares.is_empty() || !self.vm.disks.is_empty() || self.vm.vsock_uds.is_some() {
-            return bad("[vm] shares, disks and vsock_uds are set per sandbox by the shim".into());
+        if !self.vm.shares.is_empty()
+            || !self.vm.disks.is_empty()
+            || !self.vm.nets.is_empty()
+            || self.vm.vsock_uds.is_some()
+        {
+            return bad(
+                "[vm] shares, disks, nets and vsock_uds are set per sandbox by the shim".into(),
+            );
         }
         if self.vm.template {
             return bad("[vm] template is for `vmrun snapshot create`".into());
@@ -190,6 +196,10 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("per sandbox"), "{err}");
+        let err = ShimConfig::parse("[vm]\nnets = [{tap = \"tap0\"}]", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nets"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `vmrun run --bundle` with what a runc user has: a bundle whose
 //! config.json comes straight from `runc spec` (plus a bind mount of a
-//! single host file).
+//! single host file, and a writable host directory).
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use vmrun_tests::{busybox_bundle, run, vmrun_bin, BOOT_DEADLINE};
@@ -21,7 +22,8 @@ fn runc_spec_bundle_runs_unchanged_apart_from_its_command() {
     let config = std::fs::read_to_string(dir.join("config.json")).expect("read config.json");
     let config = config.replacen(
         "\"sh\"",
-        "\"sh\", \"-c\", \"hostname; cat /etc/greeting; touch /x || echo read-only; exit 3\"",
+        "\"sh\", \"-c\", \"hostname; cat /etc/greeting; touch /x || echo read-only; \
+         echo x > /data/suid && chmod 4755 /data/suid && echo made-setuid; exit 3\"",
         1,
     );
     // And a single host file bound in (read-only root: its mount point must
@@ -36,6 +38,19 @@ fn runc_spec_bundle_runs_unchanged_apart_from_its_command() {
             "source": dir.join("greeting.txt"),
             "options": ["rbind", "ro"]
         }));
+    // A writable volume, where the guest's root tries to leave a setuid
+    // file for the host.
+    config["mounts"]
+        .as_array_mut()
+        .expect("runc spec has mounts")
+        .push(serde_json::json!({
+            "destination": "/data",
+            "type": "bind",
+            "source": dir.join("data"),
+            "options": ["rbind", "rw"]
+        }));
+    std::fs::create_dir(dir.join("data")).expect("create the volume");
+    std::fs::create_dir(dir.join("rootfs/data")).expect("create its mount point");
     std::fs::write(dir.join("greeting.txt"), "a file from the host\n").expect("write greeting");
     std::fs::write(dir.join("rootfs/etc/greeting"), "").expect("write mount point");
     std::fs::write(dir.join("config.json"), config.to_string()).expect("write config.json");
@@ -46,8 +61,13 @@ fn runc_spec_bundle_runs_unchanged_apart_from_its_command() {
             .arg(&dir),
         BOOT_DEADLINE,
     );
+    let made = std::fs::metadata(dir.join("data/suid")).map(|m| m.permissions().mode());
     std::fs::remove_dir_all(&dir).expect("clean up");
     assert_eq!(done.status.code(), Some(3), "{done:?}");
+    // The file the guest made setuid is on the host, but not setuid.
+    assert!(done.stdout.contains("made-setuid"), "{done:?}");
+    let mode = made.expect("the guest's file on the host");
+    assert_eq!(mode & 0o7777, 0o755, "mode {mode:o} on the host");
     // runc's defaults: hostname "runc", a read-only root, a terminal.
     assert!(done.stdout.contains("runc"), "{done:?}");
     assert!(done.stdout.contains("read-only"), "{done:?}");

@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use vmrun_tests::confinement::{assert_jailed, sandbox_dir_of, vmm_supervisor_of};
 use vmrun_tests::{run, vmrun_bin, BOOT_DEADLINE};
 
 #[test]
@@ -96,6 +97,8 @@ fn sigterm_during_boot_stops_the_vm_and_cleans_up() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
+/// SIGTERM reaches the command in the guest; meanwhile its VMM is seen
+/// jailed.
 #[test]
 fn sigterm_to_vmrun_reaches_the_command() {
     let mut child = Command::new(vmrun_bin())
@@ -108,6 +111,11 @@ fn sigterm_to_vmrun_reaches_the_command() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().expect("a line").unwrap();
     assert_eq!(first, "started");
+    // Its VMM runs jailed; a command without a rootfs needs no share, so
+    // the VMM keeps no capability at all.
+    let supervisor = vmm_supervisor_of(child.id() as i32);
+    let capabilities = vmm::jail::capabilities::mask(vmm::jail::capabilities::kept(false));
+    assert_jailed(supervisor, capabilities, &sandbox_dir_of(supervisor));
     // SAFETY: plain kill(2) of our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let started = Instant::now();

@@ -82,6 +82,13 @@ pub trait VirtioDevice: Send {
     /// configuration ignore this.
     fn write_config(&mut self, offset: u64, data: &[u8]);
 
+    /// Tells the device which of its features the driver accepted, just
+    /// before every [`activate`](Self::activate) (after a snapshot restore
+    /// too): a device whose data path depends on them (virtio-net: receive
+    /// buffer layout, host offloads) reads them here. Most devices offer
+    /// nothing that changes how they serve their queues and ignore it.
+    fn ack_features(&mut self, _features: u64) {}
+
     /// Starts the device with the queues the driver configured.
     ///
     /// `queues` and `queue_events` are in queue order, one event per queue; a

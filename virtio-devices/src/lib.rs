@@ -1,18 +1,18 @@
 //! vmrun's virtio devices: the virtio-mmio transport (virtio 1.x, register
 //! layout version 2), a virtio-vsock device with a Firecracker-compatible
 //! *hybrid vsock* host side, a virtio-rng device, a virtio-fs device serving
-//! a host directory in-process (FUSE passthrough) and a virtio-blk device
-//! over a raw image file.
+//! a host directory in-process (FUSE passthrough), a virtio-blk device
+//! over a raw image file and a virtio-net device on a host tap.
 //!
 //! Everything here reads what a hostile guest writes (descriptors, queue
-//! indexes, FUSE requests, vsock headers): a bad request fails that request,
+//! indexes, FUSE requests, vsock headers, virtio-net headers): a bad request fails that request,
 //! never the VMM. It must not know KVM or the VM's layout (the VMM wires
 //! addresses, interrupts and memory), nor the host-side sandbox.
 //!
 //! # Wiring (done by the VMM)
 //!
 //! 1. Build a device ([`VsockDevice::new`], [`RngDevice::new`],
-//!    [`FsDevice::new`], [`BlockDevice::new`]).
+//!    [`FsDevice::new`], [`BlockDevice::new`], [`NetDevice::new`]).
 //! 2. Create an [`EventFd`](vmm_sys_util::eventfd::EventFd), register it with
 //!    KVM as an irqfd for the device's GSI, and wrap it in an [`IrqTrigger`].
 //! 3. Wrap the device in an [`MmioTransport`] together with the guest memory
@@ -40,6 +40,7 @@ mod device;
 pub mod fs;
 mod interrupt;
 pub mod mmio;
+pub mod net;
 mod queue_loop;
 pub mod rate_limiter;
 pub mod rng;
@@ -54,6 +55,7 @@ pub use device::{ActivateError, VirtioDevice};
 pub use fs::{FsCachePolicy, FsConfig, FsDevice, FsError};
 pub use interrupt::IrqTrigger;
 pub use mmio::{MmioError, MmioTransport, MMIO_WINDOW_SIZE};
+pub use net::{NetConfig, NetDevice, NetError, Tap};
 pub use rate_limiter::{
     Bucket, Clock, ManualClock, MonotonicClock, RateLimit, RateLimitError, RateLimiter,
     ThrottleCount,

@@ -12,6 +12,12 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub mod guest;
+pub mod net;
+
+pub use net::{MacAddr, NetConfig};
+mod jail;
+
+pub use jail::{JailConfig, MIN_OPEN_FILES};
 
 /// Where the set-up installs the guest kernel and initramfs.
 pub const DEFAULT_SHARE_DIR: &str = "/usr/local/share/vmrun";
@@ -36,6 +42,8 @@ pub struct VmConfig {
     pub shares: Vec<SharedDir>,
     /// Raw disk images given to the guest as virtio-blk devices (/dev/vda, ...).
     pub disks: Vec<Disk>,
+    /// Network interfaces (eth0, eth1, ... in the guest), each on a host tap.
+    pub nets: Vec<NetConfig>,
     /// Host side of the guest's vsock (Firecracker-style hybrid vsock): a
     /// Unix socket the VMM listens on. No vsock device if unset.
     pub vsock_uds: Option<PathBuf>,
@@ -44,6 +52,8 @@ pub struct VmConfig {
     /// Confine the VMM's threads with their seccomp filters. Off only for
     /// debugging (`--no-seccomp`), and said so in the log.
     pub seccomp: bool,
+    /// Confinement of the VMM process.
+    pub jail: JailConfig,
     /// Boot the guest a snapshot is made of (see [`crate::snapshot`]):
     /// slot-tagged shares, and on a software-KVM host one vCPU online.
     pub template: bool,
@@ -242,8 +252,10 @@ impl Default for VmConfig {
             vsock_uds: None,
             shares: Vec::new(),
             disks: Vec::new(),
+            nets: Vec::new(),
             snapshot: SnapshotUse::Auto,
             seccomp: true,
+            jail: JailConfig::default(),
             template: false,
             rng_rate_limit: RateLimit::default_rng(),
             disk_rate_limit: RateLimit::UNLIMITED,
@@ -336,6 +348,16 @@ pub enum ConfigError {
     TooManyDevices(usize),
     #[error("shared directory tag {0:?} is used twice")]
     DuplicateTag(String),
+    #[error("nets[{index}].{field}: {why}")]
+    Net {
+        index: usize,
+        field: &'static str,
+        why: String,
+    },
+    #[error("jail.open_files must be at least {MIN_OPEN_FILES}, got {0}")]
+    OpenFiles(u64),
+    #[error("jail.file_size_mib must be at least 1")]
+    FileSize,
     #[error("shared directory {tag:?}: {field} must be at least 1 (0 leaves the guest nothing of the share)")]
     ShareLimit { tag: String, field: &'static str },
     #[error("{what}: {field} must be at least 1 (leave the bucket out for no limit)")]
@@ -355,14 +377,21 @@ impl VmConfig {
             return Err(ConfigError::Memory(self.memory_mib));
         }
         // rng and vsock come with every VM.
-        let devices = 2 + self.shares.len() + self.disks.len();
+        let devices = 2 + self.shares.len() + self.disks.len() + self.nets.len();
         if devices > MAX_VIRTIO_DEVICES {
             return Err(ConfigError::TooManyDevices(devices));
+        }
+        if self.jail.open_files < MIN_OPEN_FILES {
+            return Err(ConfigError::OpenFiles(self.jail.open_files));
+        }
+        if self.jail.file_size_mib == 0 {
+            return Err(ConfigError::FileSize);
         }
         let mut tags = std::collections::HashSet::new();
         if let Some(share) = self.shares.iter().find(|s| !tags.insert(&s.tag)) {
             return Err(ConfigError::DuplicateTag(share.tag.clone()));
         }
+        net::validate(&self.nets)?;
         self.rng_rate_limit
             .validate(|| "rng_rate_limit".to_string())?;
         self.disk_rate_limit
@@ -437,13 +466,34 @@ mod tests {
         );
         let disk = Disk::new("/img", true);
         let cfg = VmConfig {
-            disks: vec![disk; MAX_VIRTIO_DEVICES],
+            disks: vec![disk.clone(); MAX_VIRTIO_DEVICES],
             ..VmConfig::default()
         };
         assert!(matches!(
             cfg.validate(),
             Err(ConfigError::TooManyDevices(_))
         ));
+        // Network interfaces count too: rng, vsock, 16 disks and one fill
+        // the GSIs.
+        let nets = |n: usize| -> Vec<NetConfig> {
+            (0..n)
+                .map(|i| NetConfig {
+                    tap: format!("tap{i}"),
+                    ..NetConfig::default()
+                })
+                .collect()
+        };
+        let cfg = VmConfig {
+            disks: vec![disk; MAX_VIRTIO_DEVICES - 3],
+            nets: nets(1),
+            ..VmConfig::default()
+        };
+        assert_eq!(cfg.validate(), Ok(()));
+        let cfg = VmConfig {
+            nets: nets(2),
+            ..cfg
+        };
+        assert_eq!(cfg.validate(), Err(ConfigError::TooManyDevices(20)));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod compat;
 pub mod console;
 pub mod cpu;
 pub mod devices;
+pub mod jail;
 pub mod memory;
 pub mod seccomp;
 pub mod snapshot;

@@ -209,6 +209,8 @@ pub struct Vm {
     events: Receiver<VmEvent>,
     stop: Arc<AtomicBool>,
     vcpus: Vec<JoinHandle<Vcpu>>,
+    /// What [`Vm::run`] still has to start.
+    pending: Option<PendingStart>,
     cmdline: String,
     restored: bool,
     /// The host profile the VM runs with (a snapshot records the CPUID it
@@ -220,6 +222,17 @@ pub struct Vm {
     // Kept for the VM's lifetime: the fds own the VM and its memory.
     vm: VmFd,
     mem: GuestMemory,
+}
+
+/// A created VM's vCPUs and devices, started by [`Vm::run`].
+struct PendingStart {
+    vcpus: Vec<Vcpu>,
+    event_tx: Sender<VmEvent>,
+    seccomp: bool,
+    /// For a restored VM: its devices resume, and those at these indexes
+    /// were bound at restore (the guest is told their configuration
+    /// changed).
+    resume: Option<Vec<usize>>,
 }
 
 /// The parts of a VM before its vCPUs run.
@@ -247,6 +260,16 @@ impl Vm {
     /// [`snapshot::select`]), booted otherwise. Guest console output goes
     /// to `console`.
     pub fn start<W: Write + Send + 'static>(config: &VmConfig, console: W) -> Result<Vm, VmError> {
+        let mut vm = Self::create(config, console)?;
+        vm.run()?;
+        Ok(vm)
+    }
+
+    /// Builds the VM described by `config` (restored or booted, as
+    /// [`Vm::start`]) without running it: every file, device and socket is
+    /// open, and no thread has started, so the process can still confine
+    /// itself (see [`crate::jail`]) before [`Vm::run`].
+    pub fn create<W: Write + Send + 'static>(config: &VmConfig, console: W) -> Result<Vm, VmError> {
         config.validate()?;
         if config.seccomp {
             virtio_devices::set_worker_confinement(crate::seccomp::confine_worker);
@@ -347,11 +370,17 @@ impl Vm {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Self::run(parts, vcpus, cmdline_text(&cmdline), false, config.seccomp)
+        let pending = PendingStart {
+            vcpus,
+            event_tx: parts.event_tx.clone(),
+            seccomp: config.seccomp,
+            resume: None,
+        };
+        Ok(Self::assemble(parts, pending, cmdline_text(&cmdline)))
     }
 
-    /// Restores the snapshot `loaded`, bound to `config`'s vsock socket and
-    /// shares.
+    /// Restores the snapshot `loaded`, bound to `config`'s vsock socket,
+    /// shares, disks and taps.
     fn restore<W: Write + Send + 'static>(
         config: &VmConfig,
         loaded: snapshot::LoadedSnapshot,
@@ -363,7 +392,7 @@ impl Vm {
         let mut slot_config = config.clone();
         slot_config.shares = snapshot::slot_shares(config, &loaded.dir);
         slot_config.disks = snapshot::slot_disks(config, &loaded.dir);
-        let slots = virtio::plan(&slot_config);
+        let slots = virtio::plan_with_nets(&slot_config, snapshot::slot_nets(&config.nets));
         let parts = Self::build(config, mem, console, Some(&state.serial), &slots)?;
 
         let here = vcpu0_cpuid(&parts.supported_cpuid, config.vcpus, &parts.profile);
@@ -395,58 +424,80 @@ impl Vm {
         // Devices start only now: what they signal the guest first (the
         // vsock transport reset) must not be overwritten by the saved
         // state of the interrupt controllers.
-        for transport in &parts.transports {
-            lock(transport).0.resume()?;
-        }
-        // The guest probed the disk slots empty: it re-reads the capacity
-        // of those now bound to disks on a configuration change.
-        let first_disk = parts.transports.len() - snapshot::DISK_SLOTS;
-        for transport in parts
-            .transports
-            .iter()
-            .skip(first_disk)
-            .take(config.disks.len())
-        {
-            lock(transport).0.config_changed();
+        // The guest probed the disk slots empty and the network slots
+        // down: on a configuration change it re-reads the capacity of the
+        // disks and the link status of the interfaces now bound.
+        let mut disks = 0;
+        let mut bound = Vec::new();
+        for (index, slot) in slots.iter().enumerate() {
+            let is_bound = match slot.kind {
+                virtio::VirtioKind::Block(_) => {
+                    disks += 1;
+                    disks <= config.disks.len()
+                }
+                virtio::VirtioKind::Net(_) => true,
+                _ => false,
+            };
+            if is_bound {
+                bound.push(index);
+            }
         }
         tracing::info!(
             snapshot = %loaded.dir.display(),
-            "restored the VM in {:.3} s",
+            "loaded the VM in {:.3} s",
             started.elapsed().as_secs_f64()
         );
-        Self::run(parts, vcpus, state.meta.cmdline, true, config.seccomp)
+        let pending = PendingStart {
+            vcpus,
+            event_tx: parts.event_tx.clone(),
+            seccomp: config.seccomp,
+            resume: Some(bound),
+        };
+        Ok(Self::assemble(parts, pending, state.meta.cmdline))
     }
 
-    /// Starts a thread per vCPU, each confined by the vCPU seccomp filter
-    /// (if `seccomp`) before it runs guest code.
-    fn run(
-        parts: Parts,
-        vcpus: Vec<Vcpu>,
-        cmdline: String,
-        restored: bool,
-        seccomp: bool,
-    ) -> Result<Vm, VmError> {
-        let filter = match seccomp {
-            true => Some(Arc::new(crate::seccomp::filter(ThreadKind::Vcpu)?)),
-            false => None,
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut vm = Vm {
+    fn assemble(parts: Parts, pending: PendingStart, cmdline: String) -> Vm {
+        Vm {
             events: parts.events,
-            stop: stop.clone(),
+            stop: Arc::new(AtomicBool::new(false)),
             vcpus: Vec::new(),
+            restored: pending.resume.is_some(),
+            pending: Some(pending),
             cmdline,
-            restored,
             profile: parts.profile,
             serial: parts.serial,
             transports: parts.transports,
             kvm: parts.kvm,
             vm: parts.vm,
             mem: parts.mem,
+        }
+    }
+
+    /// Runs a VM made by [`Vm::create`]: starts its devices (restored ones
+    /// resume) and a thread per vCPU, each confined by the vCPU seccomp
+    /// filter (if the configuration says so) before it runs guest code.
+    pub fn run(&mut self) -> Result<(), VmError> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
         };
-        for vcpu in vcpus {
-            let stop = stop.clone();
-            let events = parts.event_tx.clone();
+        if let Some(bound) = pending.resume {
+            // Devices start only now: what they signal the guest first (the
+            // vsock transport reset) must not be overwritten by the saved
+            // state of the interrupt controllers.
+            for transport in &self.transports {
+                lock(transport).0.resume()?;
+            }
+            for transport in bound.iter().filter_map(|&i| self.transports.get(i)) {
+                lock(transport).0.config_changed();
+            }
+        }
+        let filter = match pending.seccomp {
+            true => Some(Arc::new(crate::seccomp::filter(ThreadKind::Vcpu)?)),
+            false => None,
+        };
+        for vcpu in pending.vcpus {
+            let stop = self.stop.clone();
+            let events = pending.event_tx.clone();
             let filter = filter.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu{}", vcpu.id()))
@@ -461,9 +512,9 @@ impl Vm {
                     vcpu.run(&stop, &events)
                 })
                 .map_err(VmError::Thread)?;
-            vm.vcpus.push(handle);
+            self.vcpus.push(handle);
         }
-        Ok(vm)
+        Ok(())
     }
 
     /// The kernel command line the guest was given.

@@ -504,6 +504,7 @@ impl MmioTransport {
                     .map_err(|source| QueueSetupError::EventClone { queue: i, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        self.device.ack_features(self.acked_features);
         self.device
             .activate(self.mem.clone(), self.interrupt.clone(), queues, events)?;
         self.activated = true;

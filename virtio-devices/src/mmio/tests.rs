@@ -25,6 +25,8 @@ type QueueSeen = (u16, u64, u64, u64, bool);
 #[derive(Default)]
 struct FakeState {
     activations: Vec<Vec<QueueSeen>>,
+    /// The features handed over before each activation.
+    acked: Vec<u64>,
     resets: usize,
     config: [u8; 8],
 }
@@ -52,6 +54,9 @@ impl VirtioDevice for FakeDevice {
         let off = offset as usize;
         let n = data.len().min(8usize.saturating_sub(off));
         st.config[off.min(8)..off.min(8) + n].copy_from_slice(&data[..n]);
+    }
+    fn ack_features(&mut self, features: u64) {
+        self.0.lock().unwrap().acked.push(features);
     }
     fn activate(
         &mut self,
@@ -229,6 +234,7 @@ fn queue_setup_and_activation() {
             (8, 0x4000, 0x5000, 0x6000, true)
         ]]
     );
+    assert_eq!(st.acked, vec![1 << VIRTIO_F_VERSION_1]);
     drop(st);
 
     // Queue registers are frozen once running.
@@ -606,6 +612,11 @@ fn saved_state_restores_registers_rings_and_activation() {
         "started before resume"
     );
     restored.resume().unwrap();
+    assert_eq!(
+        restored_state.lock().unwrap().acked,
+        vec![1 << VIRTIO_F_VERSION_1],
+        "a resumed device hears what was negotiated before the snapshot"
+    );
     assert_eq!(
         r32(&mut restored, VIRTIO_MMIO_STATUS),
         ACK | DRV | FOK | DOK

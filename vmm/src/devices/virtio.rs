@@ -9,13 +9,13 @@ use kvm_ioctls::{IoEventAddress, VmFd};
 use virtio_devices::mmio::QUEUE_NOTIFY_OFFSET;
 use virtio_devices::{
     kernel_cmdline_entry, BlockDevice, Bucket, Clock, FsConfig, FsDevice, IrqTrigger,
-    MmioTransport, MonotonicClock, RateLimitError, RngDevice, VirtioDevice, VsockDevice,
-    MMIO_WINDOW_SIZE,
+    MmioTransport, MonotonicClock, NetDevice, RateLimitError, RngDevice, Tap, VirtioDevice,
+    VsockDevice, MMIO_WINDOW_SIZE,
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{Bus, BusDevice, BusError};
-use crate::config::{Disk, RateLimit, SharedDir, VmConfig, GUEST_CID};
+use crate::config::{Disk, NetConfig, RateLimit, SharedDir, VmConfig, GUEST_CID};
 use crate::memory::{GuestMemory, VIRTIO_MMIO_START};
 
 /// First GSI for virtio devices (0-4 are the PIT, keyboard, cascade, COM2, COM1).
@@ -32,6 +32,11 @@ pub enum VirtioKind {
     Fs(SharedDir),
     /// The disk with its rate limit resolved (its own or the VM's).
     Block(Disk),
+    /// A network interface on a host tap.
+    Net(NetConfig),
+    /// Network slot `n` of a snapshot with no tap: link down, what the
+    /// guest sends is dropped (see [`crate::snapshot::slot_nets`]).
+    SpareNet(usize),
 }
 
 /// A device with its place in the machine.
@@ -70,6 +75,13 @@ pub enum VirtioError {
         path: PathBuf,
         source: virtio_devices::BlockError,
     },
+    #[error("virtio-net on tap {tap:?}: {source}")]
+    Net {
+        tap: String,
+        source: virtio_devices::NetError,
+    },
+    #[error("cannot make a MAC address for tap {tap:?}: {source}")]
+    RandomMac { tap: String, source: std::io::Error },
     #[error("the rate limit of {device}: {source}")]
     RateLimit {
         device: String,
@@ -90,8 +102,21 @@ pub enum VirtioError {
 }
 
 /// The devices `config` asks for, in a fixed order so that addresses and
-/// IRQs (and so the command line) are the same for the same config.
+/// IRQs (and so the command line) are the same for the same config. A
+/// guest booted to be snapshotted gets the snapshot's spare network slots
+/// instead of interfaces of its own.
 pub fn plan(config: &VmConfig) -> Vec<VirtioSlot> {
+    let nets = if config.template {
+        crate::snapshot::slot_nets(&[])
+    } else {
+        config.nets.iter().cloned().map(VirtioKind::Net).collect()
+    };
+    plan_with_nets(config, nets)
+}
+
+/// The devices of `config` with `nets` as its network devices (a restored
+/// VM's: [`crate::snapshot::slot_nets`]).
+pub fn plan_with_nets(config: &VmConfig, nets: Vec<VirtioKind>) -> Vec<VirtioSlot> {
     let mut kinds = vec![VirtioKind::Rng(config.rng_rate_limit)];
     if let Some(uds) = &config.vsock_uds {
         kinds.push(VirtioKind::Vsock {
@@ -106,6 +131,7 @@ pub fn plan(config: &VmConfig) -> Vec<VirtioSlot> {
             ..disk.clone()
         })
     }));
+    kinds.extend(nets);
     kinds
         .into_iter()
         .enumerate()
@@ -205,6 +231,15 @@ pub fn attach(
                         })?,
                 )
             }
+            VirtioKind::Net(net) => Box::new(net_device(net)?),
+            VirtioKind::SpareNet(slot) => Box::new(
+                NetDevice::new(None, crate::snapshot::spare_net_config(*slot)).map_err(
+                    |source| VirtioError::Net {
+                        tap: format!("(none: spare slot {slot})"),
+                        source,
+                    },
+                )?,
+            ),
         };
         let kvm = |op| {
             move |source| VirtioError::Kvm {
@@ -231,8 +266,45 @@ pub fn attach(
     Ok(transports)
 }
 
+/// A device on the tap `net` names, with its MAC or a random one.
+fn net_device(net: &NetConfig) -> Result<NetDevice, VirtioError> {
+    let net_err = |source| VirtioError::Net {
+        tap: net.tap.clone(),
+        source,
+    };
+    let mac = match net.mac {
+        Some(mac) => mac.0,
+        None => random_mac().map_err(|source| VirtioError::RandomMac {
+            tap: net.tap.clone(),
+            source,
+        })?,
+    };
+    let tap = Tap::open(&net.tap).map_err(net_err)?;
+    let config = virtio_devices::NetConfig { mac, mtu: net.mtu };
+    NetDevice::new(Some(tap), config).map_err(net_err)
+}
+
+/// A random locally administered unicast MAC address (what Linux makes
+/// for an interface that brings none).
+fn random_mac() -> std::io::Result<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    // SAFETY: getrandom writes at most `mac.len()` bytes into `mac`.
+    let n = unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if n != mac.len() as isize {
+        return Err(std::io::Error::other("getrandom returned too few bytes"));
+    }
+    mac[0] = (mac[0] & !0x01) | 0x02;
+    Ok(mac)
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -254,6 +326,82 @@ mod tests {
         );
         assert_eq!(plan(&config), slots);
         assert_eq!(plan(&VmConfig::default()).len(), 1);
+    }
+
+    fn net(tap: &str) -> NetConfig {
+        NetConfig {
+            tap: tap.into(),
+            ..NetConfig::default()
+        }
+    }
+
+    #[test]
+    fn network_interfaces_come_last_and_snapshots_have_fixed_slots() {
+        use crate::snapshot::{self, DISK_SLOTS, NET_SLOTS, SHARE_SLOTS};
+        let config = VmConfig {
+            vsock_uds: Some(PathBuf::from("/run/vm.sock")),
+            disks: vec![Disk::new("/img", false)],
+            nets: vec![net("tap0"), net("tap1")],
+            ..VmConfig::default()
+        };
+        let kinds: Vec<VirtioKind> = plan(&config).into_iter().map(|s| s.kind).collect();
+        assert!(
+            matches!(&kinds[2], VirtioKind::Block(disk) if disk.path == config.disks[0].path),
+            "{:?}",
+            kinds[2]
+        );
+        assert_eq!(
+            kinds[3..],
+            [VirtioKind::Net(net("tap0")), VirtioKind::Net(net("tap1"))]
+        );
+
+        // The guest a snapshot is made of has spare network slots, a
+        // restored VM the same layout with its taps in the first ones.
+        let template = VmConfig {
+            template: true,
+            shares: snapshot::slot_shares(&VmConfig::default(), Path::new("/s")),
+            disks: snapshot::slot_disks(&VmConfig::default(), Path::new("/s")),
+            ..config.clone()
+        };
+        let saved = plan(&template);
+        assert_eq!(saved.len(), 2 + SHARE_SLOTS + DISK_SLOTS + NET_SLOTS);
+        assert!(saved.len() <= crate::config::MAX_VIRTIO_DEVICES);
+        let spares: Vec<_> = (0..NET_SLOTS).map(VirtioKind::SpareNet).collect();
+        assert_eq!(
+            saved[saved.len() - NET_SLOTS..]
+                .iter()
+                .map(|s| s.kind.clone())
+                .collect::<Vec<_>>(),
+            spares
+        );
+        let one_net = VmConfig {
+            nets: vec![net("tap0")],
+            ..template.clone()
+        };
+        let restored = plan_with_nets(&one_net, snapshot::slot_nets(&one_net.nets));
+        assert_eq!(restored.len(), saved.len());
+        let tail: Vec<_> = restored[restored.len() - NET_SLOTS..]
+            .iter()
+            .map(|s| s.kind.clone())
+            .collect();
+        assert_eq!(
+            tail,
+            [VirtioKind::Net(net("tap0")), VirtioKind::SpareNet(1)]
+        );
+        for (a, b) in saved.iter().zip(&restored) {
+            assert_eq!((a.base, a.irq), (b.base, b.irq));
+        }
+        let spare = snapshot::spare_net_config(1);
+        assert_eq!(spare.mac, [0x02, 0x76, 0x6d, 0x72, 0, 1]);
+        assert!(spare.validate().is_ok());
+    }
+
+    #[test]
+    fn random_macs_are_local_unicast_and_differ() {
+        let a = random_mac().unwrap();
+        let b = random_mac().unwrap();
+        assert_eq!(a[0] & 0x03, 0x02, "locally administered unicast");
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -24,6 +24,12 @@ pub enum ThreadKind {
     Block,
     /// The virtio-rng worker: host entropy.
     Rng,
+    /// A virtio-net worker: frames between the queues and its tap.
+    Net,
+    /// The process outside a jailed VMM that waits for it (`vmrun boot`'s
+    /// supervisor): it runs no guest code and reads nothing the guest
+    /// wrote.
+    Supervisor,
 }
 
 /// What every thread does: memory, locks, its event loop, signals, exit.
@@ -113,7 +119,7 @@ const MAIN: &[Allowed] = &[
 const VCPU: &[Allowed] = &[
     (
         libc::SYS_ioctl,
-        "KVM_RUN, KVM register and interrupt ioctls",
+        "KVM_RUN, KVM register and interrupt ioctls; TUNSETOFFLOAD when it activates a net device",
     ),
     (libc::SYS_clone3, "starting a device worker on activation"),
     (libc::SYS_clone, "starting a device worker (older glibc)"),
@@ -253,15 +259,59 @@ const RNG: &[Allowed] = &[(
     "arming the rate limiter's timer while throttled",
 )];
 
+/// Frames move with one `read(2)` or `write(2)` on the tap each and the
+/// tap is taken out of and put back into the worker's epoll set, all in
+/// [`COMMON`]. The tap was opened and its offloads set before the worker
+/// started (`TUNSETOFFLOAD` runs in the activating vCPU thread).
+const NET: &[Allowed] = &[];
+
+const SUPERVISOR: &[Allowed] = &[
+    (libc::SYS_rt_sigtimedwait, "waiting for SIGCHLD and SIGTERM"),
+    (libc::SYS_wait4, "reaping the VMM"),
+    (libc::SYS_kill, "killing the VMM when told to stop"),
+    (
+        libc::SYS_prlimit64,
+        "no core dump when ending as the VMM did",
+    ),
+    (
+        libc::SYS_openat,
+        "removing its private runtime directory at exit",
+    ),
+    (
+        libc::SYS_getdents64,
+        "removing its private runtime directory at exit",
+    ),
+    (
+        libc::SYS_unlinkat,
+        "removing its private runtime directory at exit",
+    ),
+    (
+        libc::SYS_rmdir,
+        "removing its private runtime directory at exit",
+    ),
+    (libc::SYS_lseek, "reading /proc/self/mountinfo"),
+];
+
 impl ThreadKind {
     /// Every kind, for tests and tools.
-    pub const ALL: [ThreadKind; 6] = [
+    pub const ALL: [ThreadKind; 8] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::Vsock,
         ThreadKind::Fs,
         ThreadKind::Block,
         ThreadKind::Rng,
+        ThreadKind::Net,
+        ThreadKind::Supervisor,
+    ];
+
+    /// The device workers, which vCPU threads start.
+    pub const WORKERS: [ThreadKind; 5] = [
+        ThreadKind::Vsock,
+        ThreadKind::Fs,
+        ThreadKind::Block,
+        ThreadKind::Rng,
+        ThreadKind::Net,
     ];
 
     pub fn name(self) -> &'static str {
@@ -272,6 +322,8 @@ impl ThreadKind {
             Self::Fs => "virtio-fs",
             Self::Block => "virtio-blk",
             Self::Rng => "virtio-rng",
+            Self::Net => "virtio-net",
+            Self::Supervisor => "supervisor",
         }
     }
 
@@ -282,6 +334,7 @@ impl ThreadKind {
             "virtio-fs" => Some(Self::Fs),
             "virtio-blk" => Some(Self::Block),
             "virtio-rng" => Some(Self::Rng),
+            "virtio-net" => Some(Self::Net),
             _ => None,
         }
     }
@@ -294,6 +347,8 @@ impl ThreadKind {
             Self::Fs => FS,
             Self::Block => BLOCK,
             Self::Rng => RNG,
+            Self::Net => NET,
+            Self::Supervisor => SUPERVISOR,
         }
     }
 
@@ -302,7 +357,7 @@ impl ThreadKind {
     pub fn syscalls(self) -> Vec<Allowed> {
         let mut all: Vec<Allowed> = COMMON.iter().chain(self.own()).copied().collect();
         if self == Self::Vcpu {
-            for worker in [Self::Vsock, Self::Fs, Self::Block, Self::Rng] {
+            for worker in Self::WORKERS {
                 all.extend(worker.own());
             }
         }

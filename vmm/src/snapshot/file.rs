@@ -17,7 +17,7 @@ use crate::memory::GuestMemory;
 /// First bytes of every state file.
 const MAGIC: &[u8; 8] = b"VMRUNSNP";
 /// Layout of the state file and of [`SnapshotState`]; bump on any change.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// magic, format version, payload length, SHA-256 of the payload.
 const HEADER_LEN: usize = 8 + 4 + 8 + 32;
 /// A state file larger than this is not ours (a real one is ~100 KiB).

@@ -14,7 +14,11 @@
 //! connection is open, and the restored guest gets a transport reset; the
 //! guest has probed [`DISK_SLOTS`] virtio-blk devices of capacity 0, which
 //! a restored VM binds to its disks, telling the guest their size with a
-//! configuration-change interrupt. The guest is made unique
+//! configuration-change interrupt; and [`NET_SLOTS`] virtio-net devices on
+//! no tap (link down, MTU [`SPARE_NET_MTU`]), which a restored VM binds to
+//! its taps, telling the guest their link is up with a configuration-change
+//! interrupt (the guest keeps the spare MAC and MTU it probed until it is
+//! given the interface's). The guest is made unique
 //! by the agent's first request (fresh entropy, the host's clock, the
 //! hostname, the vCPUs to bring online): see the agent's `InitSandbox`.
 //!
@@ -34,8 +38,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::compat::CompatProfile;
-use crate::config::{Disk, SharedDir, VmConfig};
+use crate::config::{Disk, NetConfig, SharedDir, VmConfig};
 use crate::console::ConsoleEvent;
+use crate::devices::virtio::VirtioKind;
 use crate::vm::{Vm, VmError, VmEvent};
 use state::{SnapshotInputs, SnapshotState};
 
@@ -45,6 +50,13 @@ pub const SHARE_SLOTS: usize = 4;
 /// virtio-blk devices a snapshot's guest has probed (empty): the most disks
 /// a restored VM can have.
 pub const DISK_SLOTS: usize = 2;
+/// virtio-net devices a snapshot's guest has probed (on no tap): the most
+/// network interfaces a restored VM can have.
+pub const NET_SLOTS: usize = 2;
+/// The MTU of a snapshot's network slots: the guest takes the MTU it
+/// probed as its interface's largest, so a restored VM's interfaces can
+/// have this one or a smaller one.
+pub const SPARE_NET_MTU: u16 = vm_config::net::DEFAULT_MTU;
 /// The empty image the snapshot's disk slots are made with, and that
 /// unused slots of a restored VM are bound to (read-only).
 const EMPTY_DISK: &str = "empty.img";
@@ -140,6 +152,7 @@ pub fn inputs_for(config: &VmConfig) -> Result<SnapshotInputs, SnapshotError> {
         compat_profile: CompatProfile::for_host(config.compat).is_active(),
         share_slots: SHARE_SLOTS,
         disk_slots: DISK_SLOTS,
+        net_slots: NET_SLOTS,
     })
 }
 
@@ -228,6 +241,18 @@ fn check_restorable(config: &VmConfig) -> Result<(), SnapshotError> {
             config.shares.len()
         )));
     }
+    if config.nets.len() > NET_SLOTS {
+        return Err(SnapshotError::Unsupported(format!(
+            "has at most {NET_SLOTS} network interfaces ({} asked)",
+            config.nets.len()
+        )));
+    }
+    if let Some(net) = config.nets.iter().find(|n| n.mtu > SPARE_NET_MTU) {
+        return Err(SnapshotError::Unsupported(format!(
+            "has an MTU of at most {SPARE_NET_MTU} (tap {:?} asks for {})",
+            net.tap, net.mtu
+        )));
+    }
     Ok(())
 }
 
@@ -255,7 +280,7 @@ pub fn load(
     let state = file::read_state(&state_path)?;
     check_inputs(&state.meta.inputs, wanted)?;
     if state.vcpus.len() != usize::from(wanted.vcpus)
-        || state.virtio.len() != 2 + SHARE_SLOTS + DISK_SLOTS
+        || state.virtio.len() != 2 + SHARE_SLOTS + DISK_SLOTS + NET_SLOTS
     {
         return Err(SnapshotError::Corrupt {
             path: state_path,
@@ -278,7 +303,7 @@ pub fn load(
 }
 
 /// Each input as a mismatch names it, with its value as shown.
-fn described(inputs: &SnapshotInputs) -> [(&'static str, String); 9] {
+fn described(inputs: &SnapshotInputs) -> [(&'static str, String); 10] {
     let on_off = |on| if on { "on" } else { "off" }.to_string();
     [
         ("VMM version", inputs.vmm_version.clone()),
@@ -302,6 +327,7 @@ fn described(inputs: &SnapshotInputs) -> [(&'static str, String); 9] {
         ),
         ("number of share slots", inputs.share_slots.to_string()),
         ("number of disk slots", inputs.disk_slots.to_string()),
+        ("number of network slots", inputs.net_slots.to_string()),
     ]
 }
 
@@ -354,6 +380,29 @@ pub fn slot_disks(config: &VmConfig, dir: &Path) -> Vec<Disk> {
         .collect()
 }
 
+/// The network devices of a VM restored from a snapshot (and of the guest
+/// a snapshot is made of, with no `nets`), slot by slot: the interfaces
+/// given, the rest spare (no tap).
+pub fn slot_nets(nets: &[NetConfig]) -> Vec<VirtioKind> {
+    (0..NET_SLOTS)
+        .map(|i| {
+            nets.get(i)
+                .cloned()
+                .map_or(VirtioKind::SpareNet(i), VirtioKind::Net)
+        })
+        .collect()
+}
+
+/// What the guest learns about spare network slot `slot`: a locally
+/// administered MAC of vmrun's (`02:76:6d:72:00:<slot>`) and
+/// [`SPARE_NET_MTU`].
+pub fn spare_net_config(slot: usize) -> virtio_devices::NetConfig {
+    virtio_devices::NetConfig {
+        mac: [0x02, 0x76, 0x6d, 0x72, 0x00, slot as u8],
+        mtu: SPARE_NET_MTU,
+    }
+}
+
 /// Boots the standard guest for `config` (its kernel, initramfs, vCPUs,
 /// memory and extra command line; no shares, disks or console of its own)
 /// to the agent's ready point and saves it in `dir` (default: the cache
@@ -389,6 +438,8 @@ pub fn create(
     template.disks = vec![Disk::new(empty_disk, false); DISK_SLOTS];
     template.vsock_uds = Some(building.path().join("vsock.sock"));
     template.shares = slot_shares(&VmConfig::default(), building.path());
+    // The network slots come with `template` (see `devices::virtio::plan`).
+    template.nets = Vec::new();
     template.template = true;
     let vm = Vm::start(&template, std::io::sink())?;
     wait_until_ready(&vm, timeout)?;
@@ -490,6 +541,7 @@ mod tests {
             compat_profile: true,
             share_slots: SHARE_SLOTS,
             disk_slots: DISK_SLOTS,
+            net_slots: NET_SLOTS,
         }
     }
 
@@ -596,6 +648,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("at most 4"));
+        let net = |tap: &str, mtu| NetConfig {
+            tap: tap.into(),
+            mac: None,
+            mtu,
+        };
+        let nets = |nets| VmConfig {
+            nets,
+            ..with_vsock.clone()
+        };
+        assert!(check_restorable(&nets(vec![net("t0", 1500), net("t1", 1400)])).is_ok());
+        let err = check_restorable(&nets(vec![net("t0", 1500); 3])).unwrap_err();
+        assert!(
+            err.to_string().contains("at most 2 network interfaces"),
+            "{err}"
+        );
+        let err = check_restorable(&nets(vec![net("t0", 9000)])).unwrap_err();
+        assert!(err.to_string().contains("MTU of at most 1500"), "{err}");
         let slots = slot_shares(
             &VmConfig {
                 shares: vec![share],

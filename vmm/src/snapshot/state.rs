@@ -40,6 +40,8 @@ pub struct SnapshotInputs {
     pub share_slots: usize,
     /// Empty virtio-blk devices the guest probed.
     pub disk_slots: usize,
+    /// virtio-net devices on no tap the guest probed.
+    pub net_slots: usize,
 }
 
 /// [`SnapshotInputs`] plus facts about the host it was made on.

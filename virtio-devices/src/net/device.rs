@@ -1,0 +1,181 @@
+//! The virtio-net [`VirtioDevice`]: identity, features, configuration
+//! space (MAC, link status, MTU) and the worker thread.
+
+use std::mem::offset_of;
+use std::sync::Arc;
+
+use tracing::debug;
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
+use virtio_bindings::virtio_net::{
+    virtio_net_config, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU,
+    VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
+};
+use virtio_queue::Queue;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::header::{offload_features, tun_offloads, ALL_TUN_OFFLOADS};
+use super::worker::{Buffers, NetWorker};
+use super::{NetConfig, NetError, Tap, QUEUE_SIZE};
+use crate::device::{exact_queues, read_config_bytes};
+use crate::worker::Worker;
+use crate::{ActivateError, GuestMemoryMmap, IrqTrigger, VirtioDevice};
+
+const QUEUE_SIZES: [u16; 2] = [QUEUE_SIZE; 2];
+
+/// What every net device offers, whatever its tap takes.
+const BASE_FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
+    | (1 << VIRTIO_NET_F_MAC)
+    | (1 << VIRTIO_NET_F_MTU)
+    | (1 << VIRTIO_NET_F_STATUS)
+    | (1 << VIRTIO_NET_F_MRG_RXBUF);
+
+/// The prefix of `struct virtio_net_config` the offered features make
+/// valid: `mac`, `status`, `max_virtqueue_pairs` (1; no multiqueue) and
+/// `mtu`.
+const CONFIG_LEN: usize = offset_of!(virtio_net_config, mtu) + 2;
+
+/// A virtio-net device on a tap, or on none.
+pub struct NetDevice {
+    tap: Option<Arc<Tap>>,
+    config: NetConfig,
+    avail_features: u64,
+    acked_features: u64,
+    /// The worker's buffers while no worker runs.
+    buffers: Option<Buffers>,
+    worker: Option<Worker<Buffers>>,
+}
+
+impl NetDevice {
+    /// A device on `tap`; with `None`, an interface whose link is down and
+    /// whose frames go nowhere (a snapshot's spare slot, bound to a tap
+    /// when a VM is restored). It offers the offloads the tap accepted;
+    /// without a tap, every offload a current Linux tap takes, so that a
+    /// guest that probed it can be resumed on such a tap.
+    pub fn new(tap: Option<Tap>, config: NetConfig) -> Result<Self, NetError> {
+        config.validate()?;
+        let offloads = tap
+            .as_ref()
+            .map_or(ALL_TUN_OFFLOADS, Tap::accepted_offloads);
+        Ok(NetDevice {
+            tap: tap.map(Arc::new),
+            config,
+            avail_features: BASE_FEATURES | offload_features(offloads),
+            acked_features: 0,
+            buffers: Some(Buffers::new()),
+            worker: None,
+        })
+    }
+
+    /// The MAC address and MTU the guest is told.
+    pub fn config(&self) -> NetConfig {
+        self.config
+    }
+
+    /// The tap's name, if the device has one.
+    pub fn tap_name(&self) -> Option<&str> {
+        self.tap.as_deref().map(Tap::name)
+    }
+
+    fn config_space(&self) -> [u8; CONFIG_LEN] {
+        let mut space = [0u8; CONFIG_LEN];
+        let status = if self.tap.is_some() {
+            VIRTIO_NET_S_LINK_UP as u16
+        } else {
+            0
+        };
+        let fields: [(usize, &[u8]); 4] = [
+            (offset_of!(virtio_net_config, mac), &self.config.mac),
+            (offset_of!(virtio_net_config, status), &status.to_le_bytes()),
+            (
+                offset_of!(virtio_net_config, max_virtqueue_pairs),
+                &1u16.to_le_bytes(),
+            ),
+            (
+                offset_of!(virtio_net_config, mtu),
+                &self.config.mtu.to_le_bytes(),
+            ),
+        ];
+        for (offset, bytes) in fields {
+            space[offset..offset + bytes.len()].copy_from_slice(bytes);
+        }
+        space
+    }
+}
+
+impl VirtioDevice for NetDevice {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_NET
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &QUEUE_SIZES
+    }
+
+    fn avail_features(&self) -> u64 {
+        self.avail_features
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config_space(), offset, data);
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        // The MAC is read-only without VIRTIO_NET_F_CTRL_MAC_ADDR (not
+        // offered); so is the rest.
+        debug!(
+            "virtio-net: ignoring config write at {offset:#x} ({} bytes)",
+            data.len()
+        );
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.acked_features = features;
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<IrqTrigger>,
+        queues: Vec<Queue>,
+        queue_events: Vec<EventFd>,
+    ) -> Result<(), ActivateError> {
+        if self.worker.is_some() {
+            return Err(ActivateError::AlreadyActive);
+        }
+        let ([rxq, txq], [rx_evt, tx_evt]) = exact_queues::<2>(queues, queue_events)?;
+        if let Some(tap) = &self.tap {
+            // What the guest can receive: the tap checksums and segments
+            // everything else before handing it over.
+            let offloads = tun_offloads(self.acked_features);
+            tap.set_offloads(offloads).map_err(|e| {
+                ActivateError::Backend(format!(
+                    "tap {}: TUNSETOFFLOAD {offloads:#x}: {e}",
+                    tap.name()
+                ))
+            })?;
+        }
+        let worker = NetWorker {
+            mem,
+            interrupt,
+            rxq,
+            txq,
+            rx_evt,
+            tx_evt,
+            tap: self.tap.clone(),
+            acked: self.acked_features,
+        };
+        // A worker that panicked kept its buffers: make new ones.
+        let buffers = self.buffers.take().unwrap_or_else(Buffers::new);
+        let worker = Worker::spawn("virtio-net", move |kill| worker.run(kill, buffers))
+            .map_err(ActivateError::Worker)?;
+        self.worker = Some(worker);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            self.buffers = worker.stop();
+        }
+    }
+}
