@@ -11,9 +11,11 @@
 //! reply buffer sometimes wrong. Messages are sent one at a time and each
 //! must come back. Checked besides panics and hangs: the reply fits its
 //! buffer, nothing outside the share changed (the sentinel's content,
-//! the directory it lives in), and the descriptors the device holds beneath
-//! the share stay within its inode and handle caps (small ones, chosen by
-//! the input, so that the fuzzer reaches them).
+//! the directory it lives in), what the guest holds stays within the inode
+//! and handle caps (small ones, chosen by the input, so that the fuzzer
+//! reaches them), and the descriptors the device has open at or beneath the
+//! share are exactly that: the passthrough's root (once FUSE_INIT imported
+//! it), one per inode the guest holds, one per open file or directory.
 //!
 //! Fallocate lengths are capped at 1 MiB so that the fuzzer does not fill
 //! the host's disk, and the sizes of well-formed READ, READDIR and
@@ -317,17 +319,20 @@ impl Driver {
     }
 }
 
-/// Descriptors of this process that refer to something beneath `dir` (the
-/// root itself, which the device always holds, is not counted).
-fn fds_beneath(dir: &Path) -> usize {
+/// Descriptors of this process that refer to `dir` itself, and to
+/// something beneath it.
+fn fds_in(dir: &Path) -> (usize, usize) {
     let root = dir.canonicalize().expect("canonical share");
-    let Ok(entries) = fs::read_dir("/proc/self/fd") else {
-        return 0;
-    };
-    entries
+    let targets: Vec<_> = fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
         .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
-        .filter(|target| target != &root && target.starts_with(&root))
-        .count()
+        .collect();
+    let at = targets.iter().filter(|t| **t == root).count();
+    let beneath = targets
+        .iter()
+        .filter(|t| **t != root && t.starts_with(&root))
+        .count();
+    (at, beneath)
 }
 
 fuzz_target!(|input: Input| {
@@ -399,12 +404,20 @@ fuzz_target!(|input: Input| {
         unique += 1;
         drv.send(msg.hiprio, &message(msg, unique), &msg.out);
     }
-    let held = fds_beneath(&share);
+    let (inodes, handles) = dev.guest_holds();
     assert!(
-        held <= config.max_inodes + config.max_handles,
-        "{held} descriptors beneath the share, caps {} inodes and {} handles",
+        inodes <= config.max_inodes && handles <= config.max_handles,
+        "the guest holds {inodes} inodes and {handles} handles, caps {} and {}",
         config.max_inodes,
         config.max_handles
+    );
+    let (at_root, beneath) = fds_in(&share);
+    let root = usize::from(at_root > 0);
+    assert_eq!(
+        at_root + beneath,
+        root + inodes + handles,
+        "descriptors at ({at_root}) and beneath ({beneath}) the share against \
+         {inodes} inodes and {handles} handles the guest holds"
     );
     dev.reset();
     drop(dev);

@@ -7,7 +7,10 @@
 //! machine with whatever else runs there. Corpora (`fuzz/corpus/<target>`)
 //! grow from run to run; crash inputs land in `fuzz/artifacts/<target>`; the
 //! libFuzzer output of the last run of each target is kept in
-//! `fuzz/logs/<target>.log`. None of these are committed.
+//! `fuzz/logs/<target>.log`. None of these are committed. Inputs in
+//! `fuzz/regressions/<target>/` (committed: crashes found and fixed) are run
+//! first, on every run, as a second corpus directory libFuzzer reads but
+//! does not write.
 //!
 //! `--dev` builds the targets without optimization (still with the address
 //! sanitizer and debug assertions): a cold build takes about a third of the
@@ -205,6 +208,7 @@ fn run_target(
 ) -> anyhow::Result<Outcome> {
     let artifacts = fuzz_dir.join("artifacts").join(target);
     let corpus = fuzz_dir.join("corpus").join(target);
+    let regressions = fuzz_dir.join("regressions").join(target);
     let before = dir_entries(&artifacts);
     // libFuzzer's jobs mode writes `fuzz-0.log` into its working directory.
     let work = logs.join(format!("{target}.work"));
@@ -213,9 +217,15 @@ fn run_target(
     let log = fs::File::create(&log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
     let mut cmd = cargo_fuzz(fuzz_dir, "run", target_dir, args.dev);
-    cmd.current_dir(&work)
-        .arg(target)
-        .arg("--")
+    cmd.current_dir(&work).arg(target);
+    if regressions.is_dir() {
+        // Corpus directories given by hand must exist; the first is the
+        // one new inputs go to.
+        fs::create_dir_all(&corpus)
+            .with_context(|| format!("cannot create {}", corpus.display()))?;
+        cmd.arg(&corpus).arg(&regressions);
+    }
+    cmd.arg("--")
         .arg(format!("-max_total_time={}", args.seconds))
         .args(["-jobs=1", "-workers=1"])
         .args(&args.libfuzzer_args)
@@ -254,6 +264,10 @@ fn dir_entries(dir: &Path) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// libFuzzer's status line events (`#123 NEW ...`); a crash report's stack
+/// frames (`#12 0x55... in ...`) also start with `#N`.
+const STATUS_EVENTS: [&str; 6] = ["INITED", "NEW", "REDUCE", "pulse", "DONE", "RELOAD"];
+
 /// The last libFuzzer status line (`#123 NEW cov: .. exec/s: 456 ..`, or
 /// `DONE` at the end) gives the runs and the speed; `Done 123 runs in 2
 /// second(s)` the final count.
@@ -264,16 +278,18 @@ fn parse_stats(output: &str) -> RunStats {
         let Some(first) = words.next() else {
             continue;
         };
-        if let Some(n) = first.strip_prefix('#').and_then(|n| n.parse().ok()) {
+        let runs = first.strip_prefix('#').and_then(|n| n.parse().ok());
+        let words: Vec<&str> = words.collect();
+        let is_status = words.first().is_some_and(|w| STATUS_EVENTS.contains(w));
+        if let (Some(n), true) = (runs, is_status) {
             stats.runs = Some(n);
-            let rest: Vec<&str> = words.collect();
-            if let Some(i) = rest.iter().position(|w| *w == "exec/s:") {
-                if let Some(v) = rest.get(i + 1).and_then(|v| v.parse().ok()) {
+            if let Some(i) = words.iter().position(|w| *w == "exec/s:") {
+                if let Some(v) = words.get(i + 1).and_then(|v| v.parse().ok()) {
                     stats.exec_per_sec = Some(v);
                 }
             }
         } else if first == "Done" {
-            if let Some(n) = words.next().and_then(|n| n.parse().ok()) {
+            if let Some(n) = words.first().and_then(|n| n.parse().ok()) {
                 stats.runs = Some(n);
             }
         }
@@ -298,9 +314,13 @@ mod tests {
                 exec_per_sec: Some(3339)
             }
         );
-        // A crash: no DONE line, the last pulse counts.
+        // A crash: no DONE line, the last pulse counts, not the frames of
+        // the stack trace after it.
         let out = "#512\tpulse  cov: 10 ft: 1 corp: 3/3b exec/s: 256 rss: 30Mb\n\
-                   thread '<unnamed>' panicked at src/lib.rs:1:1:\n";
+                   thread '<unnamed>' panicked at src/lib.rs:1:1:\n\
+                   ==4204== ERROR: libFuzzer: deadly signal\n\
+                   \x20   #0 0x55606f2b1e61 in __sanitizer_print_stack_trace\n\
+                   \x20   #34 0x55606f31c8a0 in main\n";
         assert_eq!(
             parse_stats(out),
             RunStats {

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fuse_backend_rs::api::server::Server;
@@ -14,8 +14,8 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_FS;
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::guard::GuardedFs;
-use super::policy::FsLimits;
+use super::guard::{lock_live, GuardedFs};
+use super::policy::{FsLimits, LiveObjects};
 use super::serve::serve_request;
 use super::{FsCachePolicy, FsConfig, FsError, HIPRIO_QUEUE_SIZE, MAX_TAG_LEN, REQUEST_QUEUE_SIZE};
 use crate::device::read_config_bytes;
@@ -44,6 +44,8 @@ pub struct FsDevice {
     /// passthrough cannot be set up. Each activation gets a fresh one: a
     /// driver reset forgets every inode and handle.
     next_server: Option<FsServer>,
+    /// What the guest holds through the current (or next) server.
+    live: Arc<Mutex<LiveObjects>>,
     worker: Option<Worker<()>>,
 }
 
@@ -72,7 +74,7 @@ impl FsDevice {
             max_inodes: config.max_inodes,
             max_handles: config.max_handles,
         };
-        let next_server =
+        let (next_server, live) =
             build_server(&passthrough, config.read_only, limits).map_err(|source| {
                 FsError::Passthrough {
                     path: root.clone(),
@@ -94,8 +96,17 @@ impl FsDevice {
             read_only: config.read_only,
             limits,
             next_server: Some(next_server),
+            live,
             worker: None,
         })
+    }
+
+    /// The inodes and the open files the guest holds on the host now (each
+    /// a descriptor of the VMM's; the root is not counted), for tests and
+    /// metrics.
+    pub fn guest_holds(&self) -> (usize, usize) {
+        let live = lock_live(&self.live);
+        (live.inodes(), live.handles())
     }
 
     /// The mount tag.
@@ -152,9 +163,17 @@ fn passthrough_config(root_dir: String, config: &FsConfig) -> Config {
     }
 }
 
-fn build_server(passthrough: &Config, read_only: bool, limits: FsLimits) -> io::Result<FsServer> {
+/// A server on a fresh passthrough, and the counts of what the guest holds
+/// through it.
+fn build_server(
+    passthrough: &Config,
+    read_only: bool,
+    limits: FsLimits,
+) -> io::Result<(FsServer, Arc<Mutex<LiveObjects>>)> {
     let fs = PassthroughFs::<()>::new(passthrough.clone())?;
-    Ok(Server::new(GuardedFs::new(fs, read_only, limits)))
+    let live = Arc::new(Mutex::new(LiveObjects::new(limits)));
+    let server = Server::new(GuardedFs::new(fs, read_only, live.clone()));
+    Ok((server, live))
 }
 
 /// Gives the calling thread its own cwd/root/umask, so that the umask the
@@ -212,8 +231,14 @@ impl VirtioDevice for FsDevice {
         }
         let server = match self.next_server.take() {
             Some(server) => server,
-            None => build_server(&self.passthrough, self.read_only, self.limits)
-                .map_err(|e| ActivateError::Backend(format!("virtio-fs {}: {e}", self.tag)))?,
+            None => {
+                let (server, live) = build_server(&self.passthrough, self.read_only, self.limits)
+                    .map_err(|e| {
+                    ActivateError::Backend(format!("virtio-fs {}: {e}", self.tag))
+                })?;
+                self.live = live;
+                server
+            }
         };
         let tag = self.tag.clone();
         let worker = Worker::spawn("virtio-fs", move |kill| {

@@ -11,7 +11,7 @@
 //! ENOSYS/ENOTTY defaults.
 //!
 //! It also caps the host descriptors the guest can make the passthrough
-//! hold ([`FsLimits`]): every entry handed to the guest (LOOKUP, MKNOD,
+//! hold ([`FsLimits`](super::policy::FsLimits)): every entry handed to the guest (LOOKUP, MKNOD,
 //! MKDIR, SYMLINK, LINK, CREATE, READDIRPLUS) is counted as a lookup and
 //! every FORGET and BATCH_FORGET takes lookups back ([`LiveObjects`]), every
 //! OPEN, OPENDIR and CREATE handle is counted until released. Past a cap the
@@ -22,7 +22,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64, CreateIn};
@@ -34,29 +34,36 @@ use fuse_backend_rs::api::server::MAX_BUFFER_SIZE;
 
 use super::policy::{
     check_access, check_entry_name, check_lookup_name, check_mknod, check_open_flags,
-    clamp_xattr_size, host_safe_mode, table_full, FsLimits, LiveObjects,
+    clamp_xattr_size, host_safe_mode, table_full, LiveObjects,
 };
 
 /// `inner` with the share's policy applied.
 pub(crate) struct GuardedFs<F> {
     inner: F,
     read_only: bool,
-    live: Mutex<LiveObjects>,
+    live: Arc<Mutex<LiveObjects>>,
+}
+
+/// The counts of a [`GuardedFs`], shared with its device (which reads them
+/// from another thread); a panic elsewhere while they were held leaves them
+/// usable (each update is a single step).
+pub(crate) fn lock_live(live: &Mutex<LiveObjects>) -> MutexGuard<'_, LiveObjects> {
+    live.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<F> GuardedFs<F> {
-    pub(crate) fn new(inner: F, read_only: bool, limits: FsLimits) -> Self {
+    /// `inner` behind the policy, counting into `live` (fresh, with the
+    /// share's limits).
+    pub(crate) fn new(inner: F, read_only: bool, live: Arc<Mutex<LiveObjects>>) -> Self {
         GuardedFs {
             inner,
             read_only,
-            live: Mutex::new(LiveObjects::new(limits)),
+            live,
         }
     }
 
-    /// The counts; a panic elsewhere while they were held leaves them
-    /// usable (each update is a single step).
     fn live(&self) -> MutexGuard<'_, LiveObjects> {
-        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+        lock_live(&self.live)
     }
 
     /// Fails with EROFS on a read-only share.

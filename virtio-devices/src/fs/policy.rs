@@ -148,13 +148,11 @@ impl LiveObjects {
     }
 
     /// Inodes the guest holds.
-    #[cfg(test)]
     pub(crate) fn inodes(&self) -> usize {
         self.lookups.len()
     }
 
     /// Handles the guest holds.
-    #[cfg(test)]
     pub(crate) fn handles(&self) -> usize {
         self.handles
     }

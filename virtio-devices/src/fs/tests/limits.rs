@@ -52,6 +52,7 @@ fn lookups_past_the_inode_cap_fail_until_forgotten() {
     let b = drv.lookup(ROOT, b"b").unwrap().nodeid;
     let c = drv.lookup(ROOT, b"c").unwrap().nodeid;
     assert_eq!(host_fds(dir.as_path()), 3);
+    assert_eq!(dev.guest_holds(), (3, 0));
     // Full: a new inode is refused, again and again, and costs nothing.
     for _ in 0..20 {
         assert_eq!(drv.lookup(ROOT, b"d").map(drop), Err(ENFILE));
@@ -103,6 +104,7 @@ fn every_entry_handed_out_counts_as_a_lookup() {
     // A link hands out the inode it links: a second lookup, no new inode.
     assert_eq!(drv.link(f.nodeid, ROOT, b"g").unwrap().nodeid, f.nodeid);
     assert_eq!(host_fds(dir.as_path()), 4 + 1);
+    assert_eq!(dev.guest_holds(), (4, 1));
 
     // Full: nothing new is made on the host.
     assert_eq!(drv.mkdir(ROOT, b"d2", 0o755).map(drop), Err(ENFILE));
@@ -157,6 +159,7 @@ fn handles_past_the_cap_fail_until_released() {
     assert!(!dir.as_path().join("new").exists());
     // f's inode and its open file (the directory handle is the root's).
     assert_eq!(host_fds(dir.as_path()), 2);
+    assert_eq!(dev.guest_holds(), (1, 2));
     // What is open keeps working.
     assert_eq!(drv.read(f, h1, 0, 16).unwrap(), b"f");
 
@@ -198,6 +201,7 @@ fn readdirplus_hands_out_entries_up_to_the_cap() {
     assert_eq!(first.len(), 3, "{first:?}");
     // Each entry is a lookup the guest holds.
     assert_eq!(host_fds(dir.as_path()), 3);
+    assert_eq!(dev.guest_holds(), (3, 1));
     let unlisted: Vec<&str> = names
         .iter()
         .copied()
@@ -278,6 +282,7 @@ fn create_of_an_existing_name_leaves_nothing_behind() {
         Err(libc::EEXIST)
     );
     assert_eq!(host_fds(dir.as_path()), 1 + 1);
+    assert_eq!(dev.guest_holds(), (1, 1));
     drv.release(entry.nodeid, fh).unwrap();
     drv.forget(entry.nodeid, 2);
     assert_eq!(host_fds(dir.as_path()), 0);
@@ -300,6 +305,7 @@ fn destroy_frees_every_inode_and_handle() {
     let unique = drv.unique();
     drv.send_raw(&message(Opcode::Destroy as u32, unique, ROOT, &[]), OUT_LEN);
     assert_eq!(host_fds(dir.as_path()), 0);
+    assert_eq!(dev.guest_holds(), (0, 0));
     let init = InitIn {
         major: KERNEL_VERSION,
         minor: KERNEL_MINOR_VERSION,
