@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// Copy the guest console to stderr.
     #[arg(long)]
     console: bool,
+    /// Bytes of guest console the VM's console.log keeps (in its runtime
+    /// directory); past them it says so and keeps no more.
+    #[arg(long, value_name = "BYTES", default_value_t = vmrun_sandbox::console_log::LOG_CAP_BYTES)]
+    console_log_cap: u64,
     /// Print when each phase ended (VM built, agent answered, command
     /// exited, VM stopped) to stderr.
     #[arg(long)]
@@ -126,7 +130,10 @@ impl RunArgs {
                 setup: Duration::from_secs(self.boot_timeout),
             },
             share: container,
-            echo_console: self.console,
+            console: vmrun_sandbox::console_log::ConsoleConfig {
+                echo: self.console,
+                log_cap_bytes: self.console_log_cap,
+            },
             network: self.netns.clone(),
             ..SandboxConfig::new(self.vm.config(), vmm_binary)
         })

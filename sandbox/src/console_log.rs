@@ -13,14 +13,32 @@ use std::sync::{Arc, Mutex, PoisonError};
 const TAIL_BYTES: usize = 16 * 1024;
 /// Lines a report quotes.
 const TAIL_LINES: usize = 15;
-/// The log file stops here.
+/// The log file stops here unless told otherwise.
 pub const LOG_CAP_BYTES: u64 = 4 << 20;
+
+/// Where a VM's console goes besides the in-memory tail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    /// Copy it to stderr.
+    pub echo: bool,
+    /// The log file stops at this many bytes (then a line saying so).
+    pub log_cap_bytes: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            echo: false,
+            log_cap_bytes: LOG_CAP_BYTES,
+        }
+    }
+}
 
 struct Inner {
     tail: VecDeque<u8>,
     file: Option<File>,
     written: u64,
-    echo: bool,
+    config: ConsoleConfig,
 }
 
 /// The console of one VM; clones share it.
@@ -30,15 +48,15 @@ pub struct ConsoleLog {
 }
 
 impl ConsoleLog {
-    /// A console that writes `file` (up to [`LOG_CAP_BYTES`]) and copies to
-    /// stderr if `echo`.
-    pub fn new(file: Option<File>, echo: bool) -> Self {
+    /// A console that writes `file` (up to `config`'s cap) and copies to
+    /// stderr if `config` says so.
+    pub fn new(file: Option<File>, config: ConsoleConfig) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 tail: VecDeque::with_capacity(TAIL_BYTES),
                 file,
                 written: 0,
-                echo,
+                config,
             })),
         }
     }
@@ -46,13 +64,13 @@ impl ConsoleLog {
     /// Takes in what the VMM printed.
     pub fn append(&self, bytes: &[u8]) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if inner.echo {
+        if inner.config.echo {
             let _ = io::stderr().write_all(bytes);
         }
         inner.tail.extend(bytes);
         let excess = inner.tail.len().saturating_sub(TAIL_BYTES);
         inner.tail.drain(..excess);
-        let room = LOG_CAP_BYTES.saturating_sub(inner.written);
+        let room = inner.config.log_cap_bytes.saturating_sub(inner.written);
         let take = bytes.len().min(usize::try_from(room).unwrap_or(usize::MAX));
         let Some(file) = inner.file.as_mut() else {
             return;
@@ -87,7 +105,7 @@ mod tests {
 
     #[test]
     fn keeps_only_the_last_lines() {
-        let log = ConsoleLog::new(None, false);
+        let log = ConsoleLog::new(None, ConsoleConfig::default());
         for i in 0..100 {
             log.append(format!("line {i}\n").as_bytes());
         }
@@ -103,13 +121,24 @@ mod tests {
     #[test]
     fn the_file_stops_at_the_cap() {
         let path = std::env::temp_dir().join(format!("vmrun-console-{}", std::process::id()));
-        let log = ConsoleLog::new(Some(File::create(&path).unwrap()), false);
+        let log = ConsoleLog::new(Some(File::create(&path).unwrap()), ConsoleConfig::default());
         let chunk = vec![b'x'; 1 << 20];
         for _ in 0..6 {
             log.append(&chunk);
         }
         let len = std::fs::metadata(&path).unwrap().len();
         assert!(len > LOG_CAP_BYTES && len < LOG_CAP_BYTES + 100, "{len}");
+        std::fs::remove_file(&path).unwrap();
+
+        let small = ConsoleConfig {
+            log_cap_bytes: 1000,
+            ..ConsoleConfig::default()
+        };
+        let log = ConsoleLog::new(Some(File::create(&path).unwrap()), small);
+        log.append(&[b'y'; 600]);
+        log.append(&[b'y'; 600]);
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(len > 1000 && len < 1100, "{len}");
         assert!(std::fs::read_to_string(&path)
             .unwrap()
             .ends_with("not kept]\n"));

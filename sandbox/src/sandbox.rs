@@ -12,6 +12,7 @@ use vmrun_agent::client::{
     StorageMount,
 };
 
+use crate::console_log::ConsoleConfig;
 use crate::error::{Result, SandboxError};
 use crate::guest_spec::GuestSpec;
 use crate::host_mounts::{HostDir, HostMounts};
@@ -32,8 +33,9 @@ pub struct SandboxConfig {
     pub boot_timeout: Duration,
     /// Share the sandbox directory's `shared/` (containers need it).
     pub share: bool,
-    /// Copy the guest console to stderr.
-    pub echo_console: bool,
+    /// Where the guest console goes (stderr too?) and how much of it the
+    /// sandbox's console log keeps.
+    pub console: ConsoleConfig,
     /// The guest's hostname (empty: the guest's default).
     pub hostname: String,
     /// How long agent calls may take before the VM is taken for hung and
@@ -53,7 +55,7 @@ impl SandboxConfig {
             vmm_binary,
             boot_timeout: layout::DEFAULT_BOOT_TIMEOUT,
             share: true,
-            echo_console: false,
+            console: ConsoleConfig::default(),
             hostname: String::new(),
             call_limits: CallLimits {
                 quick: layout::DEFAULT_CALL_TIMEOUT,
@@ -178,7 +180,7 @@ impl Sandbox {
             vm.shares
                 .push(SharedDir::new(SHARE_TAG, dir.shared(), false));
         }
-        let mut vmm = VmmProcess::spawn(&config.vmm_binary, &vm, &dir, config.echo_console)?;
+        let mut vmm = VmmProcess::spawn(&config.vmm_binary, &vm, &dir, config.console)?;
         let vmm_spawned = started.elapsed();
         let connected = Self::connect(config, &vm, &dir, &vmm).await;
         let agent = match connected {

@@ -16,7 +16,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{watch, Notify};
 use vm_config::VmConfig;
 
-use crate::console_log::ConsoleLog;
+use crate::console_log::{ConsoleConfig, ConsoleLog};
 use crate::error::{Result, SandboxError};
 use crate::sandbox_dir::SandboxDir;
 
@@ -59,15 +59,20 @@ impl Killer {
 
 impl VmmProcess {
     /// Starts `binary` on `config`, in `dir`; the VM boots (or restores) in
-    /// the background. With `echo`, its console is copied to stderr.
-    pub fn spawn(binary: &Path, config: &VmConfig, dir: &SandboxDir, echo: bool) -> Result<Self> {
+    /// the background; its console goes as `console` says.
+    pub fn spawn(
+        binary: &Path,
+        config: &VmConfig,
+        dir: &SandboxDir,
+        console: ConsoleConfig,
+    ) -> Result<Self> {
         let config_path = dir.vm_config();
         write_private(&config_path, config)?;
         let log = std::fs::File::create(dir.console_log()).map_err(SandboxError::host(format!(
             "create {}",
             dir.console_log().display()
         )))?;
-        let console = ConsoleLog::new(Some(log), echo);
+        let console = ConsoleLog::new(Some(log), console);
         let (reader, writer) = nix::unistd::pipe().map_err(SandboxError::sys("make a pipe"))?;
         let writer_err = writer
             .try_clone()

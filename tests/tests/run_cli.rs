@@ -158,3 +158,70 @@ fn unknown_command_exits_127_like_a_shell() {
     assert_eq!(done.status.code(), Some(127), "{done:?}");
     assert!(done.stderr.contains("/no/such/program"), "{done:?}");
 }
+
+/// The console log cap the flood test sets: small, since the serial port
+/// moves only ~10 KB/s under a software KVM.
+const CONSOLE_LOG_CAP: u64 = 64 << 10;
+
+/// A guest that floods its console: the console log on the host stops at
+/// its cap (plus the line saying so), and `vmrun` does not grow with what
+/// the guest writes.
+#[test]
+fn a_guest_flooding_its_console_is_bounded_on_the_host() {
+    let root = std::env::temp_dir().join(format!("vmrun-flood-rt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let flood = 2 * CONSOLE_LOG_CAP;
+    let script = format!(
+        "echo flooding; head -c {flood} /dev/zero | tr '\\0' x > /dev/console; echo flooded"
+    );
+    let mut child = Command::new(vmrun_bin())
+        .args(["run", "--console-log-cap", &CONSOLE_LOG_CAP.to_string()])
+        .args(["--", "sh", "-c", &script])
+        .env("VMRUN_RUNTIME_DIR", &root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().expect("a line").unwrap(), "flooding");
+    let log = root.join(format!("vm-{}", child.id())).join("console.log");
+    let rss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    let rss_before = rss(child.id());
+    let (mut largest_log, mut largest_rss) = (0, 0);
+    let started = Instant::now();
+    let status = loop {
+        if let Ok(meta) = std::fs::metadata(&log) {
+            largest_log = largest_log.max(meta.len());
+        }
+        largest_rss = largest_rss.max(rss(child.id()));
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < BOOT_DEADLINE, "the flood did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(status.success(), "{status}: {rest:?}");
+    assert_eq!(rest, ["flooded"]);
+    // The whole flood reached the host, and the log kept only its cap.
+    assert!(
+        largest_log > CONSOLE_LOG_CAP && largest_log <= CONSOLE_LOG_CAP + 100,
+        "console.log reached {largest_log} bytes (cap {CONSOLE_LOG_CAP})"
+    );
+    assert!(
+        largest_rss < rss_before + 16 * 1024,
+        "vmrun grew from {rss_before} KiB to {largest_rss} KiB"
+    );
+    assert!(!root.join(format!("vm-{}", child.id())).exists());
+    let _ = std::fs::remove_dir_all(&root);
+}
