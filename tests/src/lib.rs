@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cni;
 pub mod confinement;
 pub mod containerd;
 pub mod cri;

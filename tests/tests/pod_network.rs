@@ -11,9 +11,8 @@
 //! CNI bridge, the pods' host ends) and in the pods' namespaces that CNI
 //! made there: no packet reaches the host's network.
 
-use std::fs;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,7 @@ use k8s_cri::v1::{
     DnsConfig, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
     PodSandboxConfig,
 };
+use vmrun_tests::cni::CniAttachment;
 use vmrun_tests::containerd::{require_shim, Containerd, CNI_MTU, IMAGE, VMRUN_HANDLER};
 use vmrun_tests::cri::CriClient;
 
@@ -28,48 +28,6 @@ const EXEC_TIMEOUT: Duration = Duration::from_secs(120);
 /// The pod's web server (busybox httpd) port.
 const WEB_PORT: u16 = 8080;
 const WEB_BODY: &str = "hello from pod a";
-
-/// What CNI gave a pod: its cached ADD result (`/var/lib/cni/results`).
-#[derive(Debug)]
-struct CniAttachment {
-    /// The pod's address, without the prefix.
-    ip: Ipv4Addr,
-    /// With the prefix, as `ip addr` shows it ("10.200.7.2/24").
-    cidr: String,
-    gateway: String,
-    /// The MAC of the pod's `eth0` on the host.
-    mac: String,
-    /// The pod's network namespace on the host.
-    netns: PathBuf,
-}
-
-impl CniAttachment {
-    fn read(ctrd: &Containerd, pod_id: &str) -> Self {
-        let path = PathBuf::from("/var/lib/cni/results")
-            .join(format!("{}-{pod_id}-eth0", ctrd.cni_network()));
-        let text = fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("CNI result {}: {e}", path.display()));
-        let cache: serde_json::Value = serde_json::from_str(&text).expect("CNI result JSON");
-        let result = &cache["result"];
-        let eth0 = result["interfaces"]
-            .as_array()
-            .and_then(|i| i.iter().find(|i| i["name"] == "eth0"))
-            .unwrap_or_else(|| panic!("no eth0 in the CNI result {text}"));
-        let ip = &result["ips"][0];
-        let cidr = ip["address"].as_str().expect("ips[0].address").to_string();
-        Self {
-            ip: cidr
-                .split('/')
-                .next()
-                .and_then(|a| a.parse().ok())
-                .expect("an IPv4 pod address"),
-            cidr,
-            gateway: ip["gateway"].as_str().expect("ips[0].gateway").to_string(),
-            mac: eth0["mac"].as_str().expect("eth0.mac").to_lowercase(),
-            netns: PathBuf::from(eth0["sandbox"].as_str().expect("eth0.sandbox")),
-        }
-    }
-}
 
 fn pod_config(ctrd: &Containerd, name: &str) -> PodSandboxConfig {
     let mut pod = CriClient::pod_config(name, &ctrd.dir().join("pod-logs"));

@@ -7,6 +7,7 @@ mod container_bench;
 mod containerd_bench;
 mod fuzz;
 mod measure;
+mod net_bench;
 mod restore_bench;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,9 @@ enum Command {
     BenchContainerd(containerd_bench::ContainerdBenchArgs),
     /// Containers in one microVM: start time, virtio-fs against the host.
     BenchContainers(container_bench::ContainersBenchArgs),
+    /// Pod networking through containerd's CRI plugin, runc against vmrun:
+    /// TCP throughput, request latency, and the VMM's CPU per MiB.
+    BenchNet(net_bench::NetBenchArgs),
     /// Snapshot restore against a cold boot and QEMU's `-incoming`, and the
     /// host memory of many restored sandboxes.
     BenchRestore(restore_bench::RestoreBenchArgs),
@@ -40,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => boot_bench::run(&args),
         Command::BenchContainerd(args) => containerd_bench::run(&args),
         Command::BenchContainers(args) => container_bench::run(&args),
+        Command::BenchNet(args) => net_bench::run(&args),
         Command::BenchRestore(args) => restore_bench::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
     }

@@ -1,0 +1,129 @@
+//! What CNI gave a pod, read back from the ADD result that containerd's CNI
+//! library caches for it (`/var/lib/cni/results/<network>-<pod id>-eth0`):
+//! the pod's address, gateway, MAC and network namespace. Tests check the
+//! guest against it and benchmarks dial the pod at its address; reading the
+//! cache needs no exec in the pod, which under vmrun would cost a round
+//! trip through the guest agent.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use crate::containerd::Containerd;
+
+/// Where libcni keeps the results of the ADDs it ran.
+const RESULTS_DIR: &str = "/var/lib/cni/results";
+
+/// A pod's CNI result could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("CNI result {}: {what}", path.display())]
+pub struct CniError {
+    pub path: PathBuf,
+    pub what: String,
+}
+
+/// What CNI gave a pod's `eth0`: its cached ADD result.
+#[derive(Debug)]
+pub struct CniAttachment {
+    /// The pod's address, without the prefix.
+    pub ip: Ipv4Addr,
+    /// With the prefix, as `ip addr` shows it ("10.200.7.2/24").
+    pub cidr: String,
+    pub gateway: String,
+    /// The MAC of the pod's `eth0` on the host.
+    pub mac: String,
+    /// The pod's network namespace on the host.
+    pub netns: PathBuf,
+}
+
+impl CniAttachment {
+    /// The attachment of pod `pod_id` of `ctrd`'s network; panics (failing
+    /// the test) when there is none.
+    pub fn read(ctrd: &Containerd, pod_id: &str) -> Self {
+        Self::try_read(ctrd, pod_id).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`read`](Self::read) that reports a missing or unexpected result as
+    /// an error: for benchmarks, which end with context instead of a panic.
+    pub fn try_read(ctrd: &Containerd, pod_id: &str) -> Result<Self, CniError> {
+        let path = Path::new(RESULTS_DIR).join(format!("{}-{pod_id}-eth0", ctrd.cni_network()));
+        let failed = |what: String| CniError {
+            path: path.clone(),
+            what,
+        };
+        let text = fs::read_to_string(&path).map_err(|e| failed(e.to_string()))?;
+        Self::parse(&text).map_err(failed)
+    }
+
+    /// Parses libcni's cache entry (`{"kind": "cniCacheV1", ..., "result":
+    /// {...}}`); the result is the CNI spec's ADD result.
+    fn parse(text: &str) -> Result<Self, String> {
+        let cache: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not JSON ({e}): {text}"))?;
+        let result = &cache["result"];
+        let eth0 = result["interfaces"]
+            .as_array()
+            .and_then(|i| i.iter().find(|i| i["name"] == "eth0"))
+            .ok_or_else(|| format!("no eth0 in the CNI result {text}"))?;
+        let field = |value: &serde_json::Value, name: &str| {
+            value
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("no {name} in the CNI result {text}"))
+        };
+        let ip = &result["ips"][0];
+        let cidr = field(&ip["address"], "ips[0].address")?;
+        Ok(Self {
+            ip: cidr
+                .split('/')
+                .next()
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| format!("{cidr:?} is not an IPv4 pod address"))?,
+            gateway: field(&ip["gateway"], "ips[0].gateway")?,
+            mac: field(&eth0["mac"], "eth0.mac")?.to_lowercase(),
+            netns: PathBuf::from(field(&eth0["sandbox"], "eth0.sandbox")?),
+            cidr,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape of what containerd 1.6's libcni writes for a bridge
+    /// network (the config and args cut short).
+    const CACHED: &str = r#"{
+        "kind": "cniCacheV1",
+        "containerId": "abc",
+        "ifName": "eth0",
+        "networkName": "vmrun-test-1-0",
+        "result": {
+            "cniVersion": "1.0.0",
+            "interfaces": [
+                {"name": "vmr1-0", "mac": "5e:00:00:00:00:01"},
+                {"name": "veth1234", "mac": "5e:00:00:00:00:02"},
+                {"name": "eth0", "mac": "0A:58:0A:C8:07:02", "sandbox": "/run/netns/cni-1"}
+            ],
+            "ips": [{"interface": 2, "address": "10.200.7.2/24", "gateway": "10.200.7.1"}],
+            "routes": [{"dst": "0.0.0.0/0"}]
+        }
+    }"#;
+
+    #[test]
+    fn a_cached_result_gives_eth0s_attachment() {
+        let a = CniAttachment::parse(CACHED).unwrap();
+        assert_eq!(a.ip, Ipv4Addr::new(10, 200, 7, 2));
+        assert_eq!(a.cidr, "10.200.7.2/24");
+        assert_eq!(a.gateway, "10.200.7.1");
+        assert_eq!(a.mac, "0a:58:0a:c8:07:02");
+        assert_eq!(a.netns, PathBuf::from("/run/netns/cni-1"));
+    }
+
+    #[test]
+    fn a_result_without_eth0_is_an_error_that_shows_it() {
+        let err = CniAttachment::parse(r#"{"result": {"interfaces": []}}"#).unwrap_err();
+        assert!(err.contains("no eth0"), "{err}");
+        assert!(CniAttachment::parse("{").is_err());
+    }
+}
