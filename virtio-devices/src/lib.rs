@@ -55,7 +55,7 @@ pub use device::{ActivateError, VirtioDevice};
 pub use fs::{FsCachePolicy, FsConfig, FsDevice, FsError};
 pub use interrupt::IrqTrigger;
 pub use mmio::{MmioError, MmioTransport, MMIO_WINDOW_SIZE};
-pub use net::{NetConfig, NetDevice, NetError, Tap};
+pub use net::{NetConfig, NetDevice, NetError, NetRateLimits, Tap};
 pub use rate_limiter::{
     Bucket, Clock, LimiterStore, ManualClock, MonotonicClock, RateLimit, RateLimitError,
     RateLimiter, ThrottleCount,
