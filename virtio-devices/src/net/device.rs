@@ -57,7 +57,8 @@ impl NetDevice {
     /// whose frames go nowhere (a snapshot's spare slot, bound to a tap
     /// when a VM is restored). It offers the offloads the tap accepted;
     /// without a tap, every offload a current Linux tap takes, so that a
-    /// guest that probed it can be resumed on such a tap.
+    /// guest that probed it can be resumed on such a tap. It is not rate
+    /// limited (see [`with_rate_limits`](Self::with_rate_limits)).
     pub fn new(tap: Option<Tap>, config: NetConfig) -> Result<Self, NetError> {
         config.validate()?;
         let offloads = tap
