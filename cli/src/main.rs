@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use vm_config::{CompatMode, Disk, NetConfig, SharedDir, SnapshotUse, VmConfig};
+use vm_config::{CompatMode, Disk, NetConfig, SharedDir, SnapshotUse, TokenBucket, VmConfig};
 
 pub use error::{CliError, Result};
 
@@ -73,10 +73,13 @@ pub struct VmArgs {
     disks: Vec<Disk>,
     /// Give the guest a network interface (eth0, eth1, ...) on an existing
     /// host tap; MAC (default: random, locally administered) and MTU
-    /// (default 1500) as given.
+    /// (default 1500) as given. LIMIT=N rate-limits it (default: no limit),
+    /// with bursts of one second's worth: rx_bytes_per_sec,
+    /// rx_frames_per_sec (tap to guest), tx_bytes_per_sec,
+    /// tx_frames_per_sec (guest to tap); bytes of Ethernet frames.
     #[arg(
         long = "net",
-        value_name = "tap=NAME[,mac=MAC][,mtu=N]",
+        value_name = "tap=NAME[,mac=MAC][,mtu=N][,LIMIT=N]",
         value_parser = parse_net
     )]
     nets: Vec<NetConfig>,
@@ -119,10 +122,16 @@ fn parse_disk(value: &str) -> Result<Disk, String> {
     Ok(Disk::new(path, read_only))
 }
 
-/// `tap=NAME[,mac=MAC][,mtu=N]`; the values are checked with the rest of
-/// the VM's configuration.
+/// `tap=NAME[,mac=MAC][,mtu=N][,LIMIT=N]`; the values are checked with the
+/// rest of the VM's configuration.
 fn parse_net(value: &str) -> Result<NetConfig, String> {
-    let usage = || format!("{value:?}: expected tap=NAME[,mac=MAC][,mtu=N]");
+    let usage = || format!("{value:?}: expected tap=NAME[,mac=MAC][,mtu=N][,LIMIT=N]");
+    let per_second = |key: &str, val: &str| match val.parse() {
+        Ok(rate) if rate > 0 => Ok(Some(TokenBucket::per_second(rate))),
+        _ => Err(format!(
+            "{value:?}: {key} {val:?} is not a whole number of at least 1"
+        )),
+    };
     let mut net = NetConfig::default();
     let mut seen = Vec::new();
     for item in value.split(',') {
@@ -139,7 +148,16 @@ fn parse_net(value: &str) -> Result<NetConfig, String> {
                     .parse()
                     .map_err(|_| format!("{value:?}: mtu {val:?} is not a number up to 65535"))?;
             }
-            other => return Err(format!("{value:?}: unknown key {other:?} (tap, mac, mtu)")),
+            "rx_bytes_per_sec" => net.rx_rate_limit.bytes = per_second(key, val)?,
+            "rx_frames_per_sec" => net.rx_rate_limit.ops = per_second(key, val)?,
+            "tx_bytes_per_sec" => net.tx_rate_limit.bytes = per_second(key, val)?,
+            "tx_frames_per_sec" => net.tx_rate_limit.ops = per_second(key, val)?,
+            other => {
+                return Err(format!(
+                    "{value:?}: unknown key {other:?} (tap, mac, mtu, \
+                     rx_bytes_per_sec, rx_frames_per_sec, tx_bytes_per_sec, tx_frames_per_sec)"
+                ))
+            }
         }
     }
     if net.tap.is_empty() {
@@ -229,9 +247,27 @@ mod tests {
     fn parses_network_interfaces() {
         let net = parse_net("tap=tap0").unwrap();
         assert_eq!((net.tap.as_str(), net.mac, net.mtu), ("tap0", None, 1500));
+        assert!(net.rx_rate_limit.is_unlimited() && net.tx_rate_limit.is_unlimited());
         let net = parse_net("tap=vm1,mac=02:00:00:00:00:09,mtu=1400").unwrap();
         assert_eq!(net.mac.unwrap().to_string(), "02:00:00:00:00:09");
         assert_eq!(net.mtu, 1400);
+        let net = parse_net(
+            "tap=t,tx_bytes_per_sec=12500000,tx_frames_per_sec=10000,rx_bytes_per_sec=125000",
+        )
+        .unwrap();
+        assert_eq!(
+            (net.tx_rate_limit.bytes, net.tx_rate_limit.ops),
+            (
+                Some(TokenBucket::per_second(12_500_000)),
+                Some(TokenBucket::per_second(10_000))
+            )
+        );
+        assert_eq!(
+            (net.rx_rate_limit.bytes, net.rx_rate_limit.ops),
+            (Some(TokenBucket::per_second(125_000)), None)
+        );
+        let net = parse_net("tap=t,rx_frames_per_sec=5").unwrap();
+        assert_eq!(net.rx_rate_limit.ops, Some(TokenBucket::per_second(5)));
         for (bad, message) in [
             ("tap0", "expected tap=NAME"),
             ("mac=02:00:00:00:00:01", "expected tap=NAME"),
@@ -240,6 +276,15 @@ mod tests {
             ("tap=a,mtu=big", "not a number"),
             ("tap=a,mac=1:2", "invalid MAC"),
             ("tap=a,ip=10.0.0.1", "unknown key \"ip\""),
+            (
+                "tap=a,tx_bytes_per_sec=0",
+                "tx_bytes_per_sec \"0\" is not a whole number of at least 1",
+            ),
+            (
+                "tap=a,rx_frames_per_sec=-1",
+                "rx_frames_per_sec \"-1\" is not",
+            ),
+            ("tap=a,rx_bytes_per_sec=1,rx_bytes_per_sec=2", "given twice"),
         ] {
             let err = parse_net(bad).unwrap_err();
             assert!(err.contains(message), "{bad}: {err}");

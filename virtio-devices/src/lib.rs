@@ -55,10 +55,10 @@ pub use device::{ActivateError, VirtioDevice};
 pub use fs::{FsCachePolicy, FsConfig, FsDevice, FsError};
 pub use interrupt::IrqTrigger;
 pub use mmio::{MmioError, MmioTransport, MMIO_WINDOW_SIZE};
-pub use net::{NetConfig, NetDevice, NetError, Tap};
+pub use net::{NetConfig, NetDevice, NetError, NetRateLimits, Tap};
 pub use rate_limiter::{
-    Bucket, Clock, ManualClock, MonotonicClock, RateLimit, RateLimitError, RateLimiter,
-    ThrottleCount,
+    Bucket, Clock, LimiterStore, ManualClock, MonotonicClock, RateLimit, RateLimitError,
+    RateLimiter, ThrottleCount,
 };
 pub use rng::{RngDevice, RngError};
 pub use vsock::{VsockDevice, VsockError};

@@ -409,6 +409,71 @@ impl RateLimiter {
     }
 }
 
+/// A device's rate limit between activations: the limit, its clock, and
+/// the limiter a worker takes when it starts and hands back when it stops
+/// ([`lend`](Self::lend), [`give_back`](Self::give_back)), so that a reset
+/// does not refill the guest's budget.
+#[derive(Debug)]
+pub struct LimiterStore {
+    limit: RateLimit,
+    clock: Arc<dyn Clock>,
+    /// `None` while a worker has it, or after one panicked with it.
+    idle: Option<RateLimiter>,
+    throttled: ThrottleCount,
+}
+
+impl LimiterStore {
+    /// A store of an unlimited limiter.
+    pub fn unlimited() -> Self {
+        let limiter = RateLimiter::unlimited();
+        LimiterStore {
+            limit: RateLimit::UNLIMITED,
+            clock: Arc::new(MonotonicClock::new()),
+            throttled: limiter.throttle_count(),
+            idle: Some(limiter),
+        }
+    }
+
+    /// A store of a limiter for `limit`, timed by `clock`; creates its
+    /// timer now (see [`RateLimiter::new`]).
+    pub fn new(limit: RateLimit, clock: Arc<dyn Clock>) -> io::Result<Self> {
+        let limiter = RateLimiter::new(limit, clock.clone())?;
+        Ok(LimiterStore {
+            limit,
+            clock,
+            throttled: limiter.throttle_count(),
+            idle: Some(limiter),
+        })
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> RateLimit {
+        self.limit
+    }
+
+    /// How often the limiter has refused work, whichever worker has it.
+    pub fn throttle_count(&self) -> ThrottleCount {
+        self.throttled.clone()
+    }
+
+    /// The limiter for a worker that starts: the one the last worker
+    /// handed back, or, if it panicked with it, a new one, full, counting
+    /// its refusals where the old one did.
+    pub fn lend(&mut self) -> io::Result<RateLimiter> {
+        if let Some(limiter) = self.idle.take() {
+            return Ok(limiter);
+        }
+        let mut limiter = RateLimiter::new(self.limit, self.clock.clone())?;
+        limiter.throttled = self.throttled.clone();
+        Ok(limiter)
+    }
+
+    /// Takes back what a worker returned (`None` if it panicked).
+    pub fn give_back(&mut self, limiter: Option<RateLimiter>) {
+        self.idle = limiter;
+    }
+}
+
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: F_GETFL on a descriptor this limiter owns; no pointers.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
@@ -600,6 +665,35 @@ mod tests {
         }
         assert_eq!(l.throttle_count().get(), 0);
         assert!(!l.is_blocked());
+    }
+
+    /// A worker hands its limiter back as it left it; after one panicked
+    /// with it, the next gets a full one that counts where the old did.
+    #[test]
+    fn a_store_lends_the_same_limiter_until_it_is_lost() {
+        let clock = Arc::new(ManualClock::new());
+        let limit = RateLimit {
+            bytes: None,
+            ops: bucket(1, 1),
+        };
+        let mut store = LimiterStore::new(limit, clock).unwrap();
+        assert_eq!(store.limit(), limit);
+        let count = store.throttle_count();
+        let mut l = store.lend().unwrap();
+        assert!(l.consume(0, 1));
+        store.give_back(Some(l));
+        let mut l = store.lend().unwrap();
+        assert!(!l.consume(0, 1), "the budget was spent");
+        assert_eq!(count.get(), 1);
+        store.give_back(None);
+        let mut l = store.lend().unwrap();
+        assert!(l.consume(0, 1) && !l.consume(0, 1));
+        assert_eq!(count.get(), 2);
+
+        let mut unlimited = LimiterStore::unlimited();
+        assert!(unlimited.limit().is_unlimited());
+        assert!(unlimited.lend().unwrap().is_unlimited());
+        assert!(unlimited.lend().unwrap().is_unlimited());
     }
 
     fn readable(fd: RawFd) -> bool {

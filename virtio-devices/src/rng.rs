@@ -19,7 +19,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::device::exact_queues;
 use crate::queue_loop::serve_rate_limited_queue;
-use crate::rate_limiter::{Clock, MonotonicClock, RateLimit, RateLimiter, ThrottleCount};
+use crate::rate_limiter::{Clock, LimiterStore, RateLimit, RateLimiter, ThrottleCount};
 use crate::worker::Worker;
 use crate::{ActivateError, GuestMemoryMmap, IrqTrigger, VirtioDevice};
 
@@ -45,11 +45,8 @@ pub enum RngError {
 /// The virtio-rng device.
 pub struct RngDevice {
     entropy: File,
-    limit: RateLimit,
-    clock: Arc<dyn Clock>,
-    /// The limiter of the next activation (handed back by the worker).
-    limiter: Option<RateLimiter>,
-    throttled: ThrottleCount,
+    /// The limiter, lent to each worker and handed back when it stops.
+    limiter: LimiterStore,
     worker: Option<Worker<RateLimiter>>,
 }
 
@@ -58,41 +55,33 @@ impl RngDevice {
     /// the guest asks (see [`with_rate_limit`](Self::with_rate_limit)).
     pub fn new() -> Result<Self, RngError> {
         let entropy = File::open("/dev/urandom").map_err(RngError::OpenEntropy)?;
-        let limiter = RateLimiter::unlimited();
         Ok(RngDevice {
             entropy,
-            limit: RateLimit::UNLIMITED,
-            clock: Arc::new(MonotonicClock::new()),
-            throttled: limiter.throttle_count(),
-            limiter: Some(limiter),
+            limiter: LimiterStore::unlimited(),
             worker: None,
         })
     }
 
     /// Limits the bytes and requests the guest may get per second, timed by
-    /// `clock` (a [`MonotonicClock`] outside tests). Creates the limiter's
-    /// timer now.
+    /// `clock` (a [`MonotonicClock`](crate::MonotonicClock) outside tests).
+    /// Creates the limiter's timer now.
     pub fn with_rate_limit(
         mut self,
         limit: RateLimit,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, RngError> {
-        let limiter = RateLimiter::new(limit, clock.clone()).map_err(RngError::RateLimiter)?;
-        self.limit = limit;
-        self.clock = clock;
-        self.throttled = limiter.throttle_count();
-        self.limiter = Some(limiter);
+        self.limiter = LimiterStore::new(limit, clock).map_err(RngError::RateLimiter)?;
         Ok(self)
     }
 
     /// The rate limit.
     pub fn rate_limit(&self) -> RateLimit {
-        self.limit
+        self.limiter.limit()
     }
 
     /// How often the rate limiter has held requests back.
     pub fn throttle_count(&self) -> ThrottleCount {
-        self.throttled.clone()
+        self.limiter.throttle_count()
     }
 }
 
@@ -132,16 +121,7 @@ impl VirtioDevice for RngDevice {
         }
         let ([mut queue], [queue_evt]) = exact_queues::<1>(queues, queue_events)?;
         let mut entropy = self.entropy.try_clone().map_err(ActivateError::Worker)?;
-        let mut limiter = match self.limiter.take() {
-            Some(limiter) => limiter,
-            // The last worker panicked with it: a new one, full.
-            None => {
-                let limiter = RateLimiter::new(self.limit, self.clock.clone())
-                    .map_err(ActivateError::Worker)?;
-                self.throttled = limiter.throttle_count();
-                limiter
-            }
-        };
+        let mut limiter = self.limiter.lend().map_err(ActivateError::Worker)?;
         let worker = Worker::spawn("virtio-rng", move |kill| {
             let mut buf = Vec::new();
             serve_rate_limited_queue(
@@ -164,7 +144,7 @@ impl VirtioDevice for RngDevice {
 
     fn reset(&mut self) {
         if let Some(worker) = self.worker.take() {
-            self.limiter = worker.stop();
+            self.limiter.give_back(worker.stop());
         }
     }
 }

@@ -144,7 +144,7 @@ impl RateLimit {
 
     /// Checks that every bucket passes something; `what` names the limit in
     /// the error.
-    fn validate(&self, what: impl Fn() -> String) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self, what: impl Fn() -> String) -> Result<(), ConfigError> {
         for (name, bucket) in [("bytes", self.bytes), ("ops", self.ops)] {
             let Some(bucket) = bucket else { continue };
             let zero = if bucket.rate == 0 {

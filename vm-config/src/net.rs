@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ConfigError;
+use crate::{ConfigError, RateLimit};
 
 /// Longest Linux interface name (`IFNAMSIZ` less the NUL).
 pub const MAX_TAP_NAME_LEN: usize = 15;
@@ -30,6 +30,13 @@ pub struct NetConfig {
     /// opening one that exists, and it goes away with the VMM: a pod's,
     /// which nothing else holds. Off for a tap the user made.
     pub create: bool,
+    /// What the guest may receive per second (tap to guest): bytes of
+    /// Ethernet frames and frames. Default: no limit.
+    #[serde(skip_serializing_if = "RateLimit::is_unlimited")]
+    pub rx_rate_limit: RateLimit,
+    /// What the guest may send per second (guest to tap), likewise.
+    #[serde(skip_serializing_if = "RateLimit::is_unlimited")]
+    pub tx_rate_limit: RateLimit,
 }
 
 impl Default for NetConfig {
@@ -39,6 +46,8 @@ impl Default for NetConfig {
             mac: None,
             mtu: DEFAULT_MTU,
             create: false,
+            rx_rate_limit: RateLimit::UNLIMITED,
+            tx_rate_limit: RateLimit::UNLIMITED,
         }
     }
 }
@@ -131,6 +140,10 @@ pub(crate) fn validate(nets: &[NetConfig]) -> Result<(), ConfigError> {
                 format!("{} is below the minimum of {MIN_MTU}", net.mtu),
             ));
         }
+        net.rx_rate_limit
+            .validate(|| format!("nets[{index}].rx_rate_limit"))?;
+        net.tx_rate_limit
+            .validate(|| format!("nets[{index}].tx_rate_limit"))?;
         let earlier = &nets[..index];
         if let Some(other) = earlier.iter().position(|n| n.tap == net.tap) {
             return Err(bad(
@@ -156,7 +169,7 @@ pub(crate) fn validate(nets: &[NetConfig]) -> Result<(), ConfigError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::VmConfig;
+    use crate::{TokenBucket, VmConfig};
 
     fn net(tap: &str) -> NetConfig {
         NetConfig {
@@ -260,11 +273,27 @@ mod tests {
                 mac: Some(MacAddr([2, 0, 0, 0, 0, 7])),
                 mtu: 9000,
                 create: true,
+                rx_rate_limit: RateLimit::UNLIMITED,
+                tx_rate_limit: RateLimit {
+                    bytes: Some(TokenBucket {
+                        rate: 1 << 20,
+                        burst: Some(1 << 21),
+                    }),
+                    ops: None,
+                },
             }],
             ..VmConfig::default()
         };
         let json = serde_json::to_string(&config).unwrap();
         assert!(json.contains(r#""mac":"02:00:00:00:00:07""#), "{json}");
+        assert!(
+            json.contains(r#""tx_rate_limit":{"bytes":{"rate":1048576,"burst":2097152}}"#),
+            "{json}"
+        );
+        assert!(
+            !json.contains("rx_rate_limit"),
+            "unlimited is left out: {json}"
+        );
         assert_eq!(serde_json::from_str::<VmConfig>(&json).unwrap(), config);
         let partial: VmConfig = serde_json::from_str(r#"{"nets": [{"tap": "t0"}]}"#).unwrap();
         assert_eq!(partial.nets, [net("t0")]);
@@ -276,5 +305,70 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("invalid MAC address"), "{err}");
+    }
+
+    /// Both limits default to none, parse as the other limits do, and a
+    /// bucket that passes nothing is refused with its field named.
+    #[test]
+    fn rate_limits_default_to_none_parse_and_name_the_bad_field() {
+        let parsed: VmConfig = serde_json::from_str(
+            r#"{"nets": [{"tap": "t0"}, {"tap": "t1",
+                "rx_rate_limit": {"ops": {"rate": 1000}},
+                "tx_rate_limit": {"bytes": {"rate": 125000000, "burst": 250000000}}}]}"#,
+        )
+        .unwrap();
+        assert!(parsed.nets[0].rx_rate_limit.is_unlimited());
+        assert!(parsed.nets[0].tx_rate_limit.is_unlimited());
+        assert_eq!(
+            parsed.nets[1].rx_rate_limit,
+            RateLimit {
+                ops: Some(TokenBucket::per_second(1000)),
+                bytes: None,
+            }
+        );
+        let tx = parsed.nets[1].tx_rate_limit.bytes.unwrap();
+        assert_eq!((tx.rate, tx.burst()), (125_000_000, 250_000_000));
+        assert_eq!(parsed.validate(), Ok(()));
+
+        let zero_rate = TokenBucket::per_second(0);
+        let zero_burst = TokenBucket {
+            rate: 10,
+            burst: Some(0),
+        };
+        let cases = [
+            (
+                vec![NetConfig {
+                    tx_rate_limit: RateLimit {
+                        bytes: Some(zero_rate),
+                        ops: None,
+                    },
+                    ..net("t0")
+                }],
+                "nets[0].tx_rate_limit: bytes.rate must be at least 1",
+            ),
+            (
+                vec![
+                    net("t0"),
+                    NetConfig {
+                        rx_rate_limit: RateLimit {
+                            bytes: None,
+                            ops: Some(zero_burst),
+                        },
+                        ..net("t1")
+                    },
+                ],
+                "nets[1].rx_rate_limit: ops.burst must be at least 1",
+            ),
+        ];
+        for (nets, message) in cases {
+            let err = error_of(nets);
+            assert!(err.contains(message), "{err:?} lacks {message:?}");
+        }
+        let err = serde_json::from_str::<VmConfig>(
+            r#"{"nets": [{"tap": "t0", "tx_rate_limit": {"frames": {"rate": 1}}}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `frames`"), "{err}");
     }
 }

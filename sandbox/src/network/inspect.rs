@@ -175,6 +175,8 @@ impl PodNetwork {
                 // The VMM makes it in the pod's namespace; it goes with
                 // the VMM, whatever ends it.
                 create: true,
+                // No rate limit: nothing a pod is made from asks for one.
+                ..NetConfig::default()
             })
             .collect()
     }

@@ -20,7 +20,7 @@ use super::request::{data_bytes, process_chain, Disk, ID_LEN};
 use super::{BlockError, MAX_SEGMENTS, MAX_SEGMENT_SIZE, QUEUE_SIZE, SECTOR_SIZE};
 use crate::device::{exact_queues, read_config_bytes};
 use crate::queue_loop::serve_rate_limited_queue;
-use crate::rate_limiter::{Clock, MonotonicClock, RateLimit, RateLimiter, ThrottleCount};
+use crate::rate_limiter::{Clock, LimiterStore, RateLimit, RateLimiter, ThrottleCount};
 use crate::worker::Worker;
 use crate::{ActivateError, GuestMemoryMmap, IrqTrigger, VirtioDevice};
 
@@ -34,12 +34,8 @@ pub struct BlockDevice {
     path: PathBuf,
     disk: Arc<Disk>,
     config: [u8; CONFIG_LEN],
-    limit: RateLimit,
-    clock: Arc<dyn Clock>,
-    /// The limiter of the next activation; the worker hands it back when it
-    /// stops, so that a reset does not refill the guest's budget.
-    limiter: Option<RateLimiter>,
-    throttled: ThrottleCount,
+    /// The limiter, lent to each worker and handed back when it stops.
+    limiter: LimiterStore,
     worker: Option<Worker<RateLimiter>>,
 }
 
@@ -88,48 +84,40 @@ impl BlockDevice {
             path.display(),
             if read_only { ", read-only" } else { "" }
         );
-        let limiter = RateLimiter::unlimited();
         Ok(BlockDevice {
             path,
             disk: Arc::new(disk),
             config,
-            limit: RateLimit::UNLIMITED,
-            clock: Arc::new(MonotonicClock::new()),
-            throttled: limiter.throttle_count(),
-            limiter: Some(limiter),
+            limiter: LimiterStore::unlimited(),
             worker: None,
         })
     }
 
     /// Limits what the guest may make the device do per second: each
     /// request costs its data length in bytes and one operation, timed by
-    /// `clock` (a [`MonotonicClock`] outside tests). Creates the limiter's
-    /// timer now.
+    /// `clock` (a [`MonotonicClock`](crate::MonotonicClock) outside tests).
+    /// Creates the limiter's timer now.
     pub fn with_rate_limit(
         mut self,
         limit: RateLimit,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, BlockError> {
-        let limiter =
-            RateLimiter::new(limit, clock.clone()).map_err(|source| BlockError::RateLimiter {
+        self.limiter =
+            LimiterStore::new(limit, clock).map_err(|source| BlockError::RateLimiter {
                 path: self.path.clone(),
                 source,
             })?;
-        self.limit = limit;
-        self.clock = clock;
-        self.throttled = limiter.throttle_count();
-        self.limiter = Some(limiter);
         Ok(self)
     }
 
     /// The rate limit.
     pub fn rate_limit(&self) -> RateLimit {
-        self.limit
+        self.limiter.limit()
     }
 
     /// How often the rate limiter has held requests back.
     pub fn throttle_count(&self) -> ThrottleCount {
-        self.throttled.clone()
+        self.limiter.throttle_count()
     }
 
     /// The capacity in 512-byte sectors.
@@ -202,16 +190,7 @@ impl VirtioDevice for BlockDevice {
             return Err(ActivateError::AlreadyActive);
         }
         let ([mut queue], [queue_evt]) = exact_queues::<1>(queues, queue_events)?;
-        let mut limiter = match self.limiter.take() {
-            Some(limiter) => limiter,
-            // The last worker panicked with it: a new one, full.
-            None => {
-                let limiter = RateLimiter::new(self.limit, self.clock.clone())
-                    .map_err(ActivateError::Worker)?;
-                self.throttled = limiter.throttle_count();
-                limiter
-            }
-        };
+        let mut limiter = self.limiter.lend().map_err(ActivateError::Worker)?;
         let disk = self.disk.clone();
         let worker = Worker::spawn("virtio-blk", move |kill| {
             serve_rate_limited_queue(
@@ -234,7 +213,7 @@ impl VirtioDevice for BlockDevice {
 
     fn reset(&mut self) {
         if let Some(worker) = self.worker.take() {
-            self.limiter = worker.stop();
+            self.limiter.give_back(worker.stop());
         }
     }
 }

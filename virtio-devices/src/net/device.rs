@@ -1,5 +1,5 @@
 //! The virtio-net [`VirtioDevice`]: identity, features, configuration
-//! space (MAC, link status, MTU) and the worker thread.
+//! space (MAC, link status, MTU), rate limits and the worker thread.
 
 use std::mem::offset_of;
 use std::sync::Arc;
@@ -15,9 +15,10 @@ use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::header::{offload_features, tun_offloads, ALL_TUN_OFFLOADS};
-use super::worker::{Buffers, NetWorker};
-use super::{NetConfig, NetError, Tap, QUEUE_SIZE};
+use super::worker::{Buffers, Limiters, NetWorker, WakeCount};
+use super::{NetConfig, NetError, NetRateLimits, Tap, QUEUE_SIZE};
 use crate::device::{exact_queues, read_config_bytes};
+use crate::rate_limiter::{Clock, LimiterStore, ThrottleCount};
 use crate::worker::Worker;
 use crate::{ActivateError, GuestMemoryMmap, IrqTrigger, VirtioDevice};
 
@@ -43,7 +44,12 @@ pub struct NetDevice {
     acked_features: u64,
     /// The worker's buffers while no worker runs.
     buffers: Option<Buffers>,
-    worker: Option<Worker<Buffers>>,
+    /// Tap to guest: lent to each worker and handed back when it stops.
+    rx_limiter: LimiterStore,
+    /// Guest to tap, likewise.
+    tx_limiter: LimiterStore,
+    wakeups: WakeCount,
+    worker: Option<Worker<(Buffers, Limiters)>>,
 }
 
 impl NetDevice {
@@ -51,7 +57,8 @@ impl NetDevice {
     /// whose frames go nowhere (a snapshot's spare slot, bound to a tap
     /// when a VM is restored). It offers the offloads the tap accepted;
     /// without a tap, every offload a current Linux tap takes, so that a
-    /// guest that probed it can be resumed on such a tap.
+    /// guest that probed it can be resumed on such a tap. It is not rate
+    /// limited (see [`with_rate_limits`](Self::with_rate_limits)).
     pub fn new(tap: Option<Tap>, config: NetConfig) -> Result<Self, NetError> {
         config.validate()?;
         let offloads = tap
@@ -63,8 +70,52 @@ impl NetDevice {
             avail_features: BASE_FEATURES | offload_features(offloads),
             acked_features: 0,
             buffers: Some(Buffers::new()),
+            rx_limiter: LimiterStore::unlimited(),
+            tx_limiter: LimiterStore::unlimited(),
+            wakeups: WakeCount::default(),
             worker: None,
         })
+    }
+
+    /// Limits what the device moves per second each way, timed by `clock`
+    /// (a [`MonotonicClock`](crate::MonotonicClock) outside tests): a
+    /// frame costs its Ethernet frame's bytes (the virtio-net header is
+    /// not counted) and one operation. Creates the limiters' timers now.
+    pub fn with_rate_limits(
+        mut self,
+        limits: NetRateLimits,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, NetError> {
+        let store = |limit, direction| {
+            LimiterStore::new(limit, clock.clone())
+                .map_err(|source| NetError::RateLimiter { direction, source })
+        };
+        self.rx_limiter = store(limits.rx, "receive")?;
+        self.tx_limiter = store(limits.tx, "transmit")?;
+        Ok(self)
+    }
+
+    /// The rate limits.
+    pub fn rate_limits(&self) -> NetRateLimits {
+        NetRateLimits {
+            rx: self.rx_limiter.limit(),
+            tx: self.tx_limiter.limit(),
+        }
+    }
+
+    /// How often the receive limiter has held a frame back.
+    pub fn rx_throttle_count(&self) -> ThrottleCount {
+        self.rx_limiter.throttle_count()
+    }
+
+    /// How often the transmit limiter has held a chain back.
+    pub fn tx_throttle_count(&self) -> ThrottleCount {
+        self.tx_limiter.throttle_count()
+    }
+
+    /// How often the worker has woken up, across activations.
+    pub fn wake_count(&self) -> WakeCount {
+        self.wakeups.clone()
     }
 
     /// The MAC address and MTU the guest is told.
@@ -155,6 +206,16 @@ impl VirtioDevice for NetDevice {
                 ))
             })?;
         }
+        // A worker that panicked kept its limiters and buffers: new ones.
+        let rx = self.rx_limiter.lend().map_err(ActivateError::Worker)?;
+        let tx = match self.tx_limiter.lend() {
+            Ok(tx) => tx,
+            Err(e) => {
+                self.rx_limiter.give_back(Some(rx));
+                return Err(ActivateError::Worker(e));
+            }
+        };
+        let limiters = Limiters { rx, tx };
         let worker = NetWorker {
             mem,
             interrupt,
@@ -164,18 +225,24 @@ impl VirtioDevice for NetDevice {
             tx_evt,
             tap: self.tap.clone(),
             acked: self.acked_features,
+            wakeups: self.wakeups.clone(),
         };
-        // A worker that panicked kept its buffers: make new ones.
         let buffers = self.buffers.take().unwrap_or_else(Buffers::new);
-        let worker = Worker::spawn("virtio-net", move |kill| worker.run(kill, buffers))
-            .map_err(ActivateError::Worker)?;
+        let worker = Worker::spawn("virtio-net", move |kill| {
+            worker.run(kill, buffers, limiters)
+        })
+        .map_err(ActivateError::Worker)?;
         self.worker = Some(worker);
         Ok(())
     }
 
     fn reset(&mut self) {
         if let Some(worker) = self.worker.take() {
-            self.buffers = worker.stop();
+            let (buffers, limiters) = worker.stop().unzip();
+            self.buffers = buffers;
+            let (rx, tx) = limiters.map(|l| (l.rx, l.tx)).unzip();
+            self.rx_limiter.give_back(rx);
+            self.tx_limiter.give_back(tx);
         }
     }
 }

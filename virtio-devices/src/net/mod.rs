@@ -19,6 +19,17 @@
 //!   is kept and the tap is no longer read until the guest posts more: the
 //!   rest waits in the tap's own queue (the host kernel's to bound), never
 //!   in the VMM.
+//! * **Rate limits** ([`NetDevice::with_rate_limits`]), one each way, as
+//!   token buckets of bytes and frames ([`crate::rate_limiter`]); a frame's
+//!   bytes are its Ethernet frame's, the virtio-net header not counted.
+//!   A transmit chain that does not fit stays in the ring, where the
+//!   guest put it, with those behind it, until the limiter's timer says
+//!   it fits (one the device cannot send costs a frame and no bytes: it
+//!   made the device work all the same). A received frame that does not
+//!   fit is kept, as one waiting for buffers is, and the tap is not read
+//!   until the timer fires: the rest waits in the tap's queue. While
+//!   throttled the worker sleeps in epoll, on the timer and its other
+//!   events.
 //!
 //! # Hostile guests
 //!
@@ -53,6 +64,9 @@ use virtio_bindings::virtio_net::virtio_net_hdr_v1;
 
 pub use device::NetDevice;
 pub use tap::Tap;
+pub use worker::WakeCount;
+
+use crate::rate_limiter::RateLimit;
 
 /// Size of each queue.
 pub const QUEUE_SIZE: u16 = 256;
@@ -97,6 +111,17 @@ impl NetConfig {
     }
 }
 
+/// What a net device may move per second each way (see
+/// [`crate::rate_limiter`]): `rx` from the tap to the guest, `tx` from the
+/// guest to the tap; bytes of Ethernet frames and frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetRateLimits {
+    /// Tap to guest.
+    pub rx: RateLimit,
+    /// Guest to tap.
+    pub tx: RateLimit,
+}
+
 /// Errors creating the net device or opening its tap.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -135,6 +160,15 @@ pub enum NetError {
     /// An MTU below [`MIN_MTU`].
     #[error("MTU {0} is below the minimum of {MIN_MTU}")]
     InvalidMtu(u16),
+    /// A rate limiter's timer could not be created.
+    #[error("cannot create the {direction} rate limiter: {source}")]
+    RateLimiter {
+        /// `receive` or `transmit`.
+        direction: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// `aa:bb:cc:dd:ee:ff`.

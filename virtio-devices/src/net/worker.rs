@@ -1,25 +1,33 @@
 //! The net worker thread: one epoll loop over the kill event, both queue
-//! events and the tap, moving frames between the queues and the tap.
+//! events, the tap and the rate limiters' timers, moving frames between the
+//! queues and the tap.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tracing::{debug, error, warn};
 use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::header::fit_host_header;
 use super::rx::{self, Delivery, RxScratch};
-use super::{tx, Tap, MAX_PACKET_LEN};
+use super::{tx, Tap, MAX_PACKET_LEN, VNET_HDR_LEN};
+use crate::rate_limiter::RateLimiter;
 use crate::{GuestMemoryMmap, IrqTrigger};
 
 const TOKEN_KILL: u64 = 0;
 const TOKEN_RX: u64 = 1;
 const TOKEN_TX: u64 = 2;
 const TOKEN_TAP: u64 = 3;
+const TOKEN_RX_TIMER: u64 = 4;
+const TOKEN_TX_TIMER: u64 = 5;
+/// Most descriptors the worker waits on: the kill event, two queue
+/// events, the tap and two timers.
+const MAX_EVENTS: usize = 6;
 /// What the worker waits for on the tap.
 const TAP_EVENTS: EventSet = EventSet::IN.union(EventSet::READ_HANG_UP);
 
@@ -28,8 +36,9 @@ const TAP_EVENTS: EventSet = EventSet::IN.union(EventSet::READ_HANG_UP);
 enum TapReading {
     /// The tap is in the epoll set.
     On,
-    /// A packet waits for receive buffers; the tap is out of the epoll set
-    /// until the guest posts some.
+    /// A packet waits for receive buffers or the receive rate limiter;
+    /// the tap is out of the epoll set until the guest posts some or the
+    /// limiter's timer fires.
     Paused,
     /// Reading failed for good (the tap went away): only transmit goes on.
     Gone,
@@ -48,6 +57,34 @@ pub(crate) struct NetWorker {
     pub(crate) tap: Option<Arc<Tap>>,
     /// The features the driver accepted.
     pub(crate) acked: u64,
+    /// Counts the worker's wake-ups.
+    pub(crate) wakeups: WakeCount,
+}
+
+/// The worker's rate limiters, one each way: made with the device, lent to
+/// each worker and handed back when it stops, like [`Buffers`].
+pub(crate) struct Limiters {
+    /// Frames from the tap to the guest.
+    pub(crate) rx: RateLimiter,
+    /// Frames from the guest to the tap.
+    pub(crate) tx: RateLimiter,
+}
+
+/// How often a net worker has woken up (returned from `epoll_wait`),
+/// readable from another thread: one that sleeps while it waits (for
+/// buffers, for a rate limiter's timer) adds nothing to it.
+#[derive(Clone, Debug, Default)]
+pub struct WakeCount(Arc<AtomicU64>);
+
+impl WakeCount {
+    /// Wake-ups so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn bump(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The worker's buffers: made with the device, lent to each worker and
@@ -69,11 +106,22 @@ impl Buffers {
     }
 }
 
-/// The worker's buffers and receive state.
+/// A packet read from the tap and kept in `bufs.rx_packet`.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    len: usize,
+    /// Whether the receive limiter has admitted it (it then waits for
+    /// buffers only).
+    admitted: bool,
+}
+
+/// The worker's buffers, limiters and receive state.
 struct State {
     bufs: Buffers,
-    /// Length of the packet in `bufs.rx_packet` that waits for buffers.
-    rx_pending: Option<usize>,
+    limiters: Limiters,
+    /// The packet in `bufs.rx_packet` that waits for buffers or the
+    /// receive limiter.
+    rx_pending: Option<Pending>,
     tap: TapReading,
     /// epoll said the other end of the tap hung up (only a socket standing
     /// in for a tap has one): a read of nothing is then the end, not an
@@ -83,17 +131,24 @@ struct State {
 
 impl NetWorker {
     /// Runs until `kill` is signalled (or epoll fails); hands the buffers
-    /// back. A packet waiting for receive buffers is dropped.
-    pub(crate) fn run(mut self, kill: EventFd, bufs: Buffers) -> Buffers {
-        let epoll = match self.setup_epoll(&kill) {
+    /// and limiters back. A packet waiting for receive buffers or the
+    /// receive limiter is dropped.
+    pub(crate) fn run(
+        mut self,
+        kill: EventFd,
+        bufs: Buffers,
+        limiters: Limiters,
+    ) -> (Buffers, Limiters) {
+        let epoll = match self.setup_epoll(&kill, &limiters) {
             Ok(epoll) => epoll,
             Err(e) => {
                 error!("virtio-net: failed to set up the worker event loop: {e}");
-                return bufs;
+                return (bufs, limiters);
             }
         };
         let mut state = State {
             bufs,
+            limiters,
             rx_pending: None,
             tap: if self.tap.is_some() {
                 TapReading::On
@@ -105,21 +160,24 @@ impl NetWorker {
         // Chains may be waiting already (a restored driver does not kick
         // again for them).
         self.process(&epoll, &mut state);
-        let mut events = [EpollEvent::default(); 4];
+        let mut events = [EpollEvent::default(); MAX_EVENTS];
         loop {
             let n = match epoll.wait(-1, &mut events) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     error!("virtio-net: epoll_wait failed, stopping the device: {e}");
-                    return state.bufs;
+                    return (state.bufs, state.limiters);
                 }
             };
+            self.wakeups.bump();
             for ev in &events[..n] {
                 match ev.data() {
-                    TOKEN_KILL => return state.bufs,
+                    TOKEN_KILL => return (state.bufs, state.limiters),
                     TOKEN_RX => drain(&self.rx_evt),
                     TOKEN_TX => drain(&self.tx_evt),
+                    TOKEN_RX_TIMER => state.limiters.rx.on_timer(),
+                    TOKEN_TX_TIMER => state.limiters.tx.on_timer(),
                     TOKEN_TAP => {
                         let hang_up = EventSet::HANG_UP | EventSet::READ_HANG_UP | EventSet::ERROR;
                         state.tap_hung_up |= ev.event_set().intersects(hang_up);
@@ -131,13 +189,18 @@ impl NetWorker {
         }
     }
 
-    fn setup_epoll(&self, kill: &EventFd) -> io::Result<Epoll> {
+    fn setup_epoll(&self, kill: &EventFd, limiters: &Limiters) -> io::Result<Epoll> {
         let epoll = Epoll::new()?;
-        for (fd, token) in [
-            (kill.as_raw_fd(), TOKEN_KILL),
-            (self.rx_evt.as_raw_fd(), TOKEN_RX),
-            (self.tx_evt.as_raw_fd(), TOKEN_TX),
-        ] {
+        let fds: [(Option<RawFd>, u64); 5] = [
+            (Some(kill.as_raw_fd()), TOKEN_KILL),
+            (Some(self.rx_evt.as_raw_fd()), TOKEN_RX),
+            (Some(self.tx_evt.as_raw_fd()), TOKEN_TX),
+            // An unlimited limiter has no timer.
+            (limiters.rx.timer_fd(), TOKEN_RX_TIMER),
+            (limiters.tx.timer_fd(), TOKEN_TX_TIMER),
+        ];
+        for (fd, token) in fds {
+            let Some(fd) = fd else { continue };
             epoll.ctl(
                 ControlOperation::Add,
                 fd,
@@ -172,22 +235,33 @@ impl NetWorker {
     }
 
     /// Sends at most one queue's worth of chains (re-signalling itself if
-    /// there may be more, so that the kill event is looked at in between).
-    /// Returns whether any chain was returned.
+    /// there may be more, so that the kill event is looked at in between),
+    /// none past the first the transmit limiter refuses: that one stays in
+    /// the ring, and nothing is taken from it until the limiter's timer
+    /// has fired. Returns whether any chain was returned.
     fn process_tx(&mut self, state: &mut State) -> bool {
+        if state.limiters.tx.is_blocked() {
+            return false;
+        }
         let budget = self.txq.size();
         let mut served = 0u16;
         while served < budget {
-            // Rate limiting (issue 12/13): a transmit token bucket plugs in
-            // here; when it is empty, stop taking chains and wake on its
-            // timer instead.
             let Some(chain) = self.txq.pop_descriptor_chain(&self.mem) else {
                 break;
             };
-            served += 1;
             let head = chain.head_index();
             let packet = &mut state.bufs.tx_packet;
-            match tx::gather(&self.mem, chain, packet, self.acked) {
+            let gathered = tx::gather(&self.mem, chain, packet, self.acked);
+            // A chain that cannot be sent costs a frame and no bytes.
+            let bytes = gathered.as_ref().map_or(0, |&len| frame_bytes(len));
+            if !state.limiters.tx.consume(bytes, 1) {
+                // Back in the available ring, in its place: the next pop
+                // returns it again.
+                self.txq.go_to_previous_position();
+                break;
+            }
+            served += 1;
+            match gathered {
                 Ok(len) => {
                     if let Some(tap) = &self.tap {
                         // A tap that cannot take a frame now drops it, as a
@@ -215,8 +289,10 @@ impl NetWorker {
 
     /// Moves frames from the tap into receive buffers: at most one queue's
     /// worth per call (the tap stays readable, so epoll comes back), and
-    /// none past a frame the guest has no buffers for. Returns whether any
-    /// buffer was returned.
+    /// none past a frame the guest has no buffers for or the receive
+    /// limiter refuses (the tap is then out of the epoll set until buffers
+    /// come or the limiter's timer fires). Returns whether any buffer was
+    /// returned.
     fn process_rx(&mut self, epoll: &Epoll, state: &mut State) -> bool {
         let Some(tap) = self.tap.clone() else {
             return false;
@@ -224,19 +300,19 @@ impl NetWorker {
         let mergeable = self.acked & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
         let mut used = false;
         for _ in 0..self.rxq.size() {
-            let len = match state.rx_pending.take() {
-                Some(len) => len,
+            let pending = match state.rx_pending.take() {
+                Some(pending) => pending,
                 None if state.tap != TapReading::On => break,
-                // Rate limiting (issue 12/13): a receive token bucket plugs
-                // in here; when it is empty, pause the tap as for missing
-                // buffers and wake on its timer.
                 None => match tap.read_packet(&mut state.bufs.rx_packet) {
                     Ok(0) if state.tap_hung_up => {
                         warn!("virtio-net: {}: the tap was closed", tap.name());
                         stop_reading(epoll, &tap, state, TapReading::Gone);
                         break;
                     }
-                    Ok(len) => len,
+                    Ok(len) => Pending {
+                        len,
+                        admitted: false,
+                    },
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -246,12 +322,22 @@ impl NetWorker {
                     }
                 },
             };
+            let len = pending.len;
             let Some(packet) = state.bufs.rx_packet.get_mut(..len) else {
                 continue;
             };
             if let Err(e) = fit_host_header(packet, self.acked) {
                 debug!("virtio-net: {}: dropping a received frame: {e}", tap.name());
                 continue;
+            }
+            if !pending.admitted && !state.limiters.rx.consume(frame_bytes(len), 1) {
+                // Kept until the limiter's timer fires; the tap is not
+                // read meanwhile.
+                state.rx_pending = Some(pending);
+                if state.tap == TapReading::On {
+                    stop_reading(epoll, &tap, state, TapReading::Paused);
+                }
+                return used;
             }
             let result = rx::deliver(
                 &self.mem,
@@ -267,7 +353,10 @@ impl NetWorker {
                     debug!("virtio-net: {}: dropping a received frame: {e}", tap.name());
                 }
                 Delivery::NoBuffers => {
-                    state.rx_pending = Some(len);
+                    state.rx_pending = Some(Pending {
+                        len,
+                        admitted: true,
+                    });
                     if state.tap == TapReading::On {
                         stop_reading(epoll, &tap, state, TapReading::Paused);
                     }
@@ -293,6 +382,12 @@ impl NetWorker {
         }
         used
     }
+}
+
+/// The bytes of the Ethernet frame in a packet of `len` bytes (what a rate
+/// limit counts).
+fn frame_bytes(len: usize) -> u64 {
+    len.saturating_sub(VNET_HDR_LEN) as u64
 }
 
 /// Takes the tap out of the epoll set.

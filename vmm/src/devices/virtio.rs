@@ -9,8 +9,8 @@ use kvm_ioctls::{IoEventAddress, VmFd};
 use virtio_devices::mmio::QUEUE_NOTIFY_OFFSET;
 use virtio_devices::{
     kernel_cmdline_entry, BlockDevice, Bucket, Clock, FsConfig, FsDevice, IrqTrigger,
-    MmioTransport, MonotonicClock, NetDevice, RateLimitError, RngDevice, Tap, VirtioDevice,
-    VsockDevice, MMIO_WINDOW_SIZE,
+    MmioTransport, MonotonicClock, NetDevice, NetRateLimits, RateLimitError, RngDevice, Tap,
+    VirtioDevice, VsockDevice, MMIO_WINDOW_SIZE,
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -32,7 +32,8 @@ pub enum VirtioKind {
     Fs(SharedDir),
     /// The disk with its rate limit resolved (its own or the VM's).
     Block(Disk),
-    /// A network interface on a host tap.
+    /// A network interface on a host tap, with its rate limits (a
+    /// restored VM's are its own config's: limits are not in a snapshot).
     Net(NetConfig),
     /// Network slot `n` of a snapshot with no tap: link down, what the
     /// guest sends is dropped (see [`crate::snapshot::slot_nets`]).
@@ -231,7 +232,7 @@ pub fn attach(
                         })?,
                 )
             }
-            VirtioKind::Net(net) => Box::new(net_device(net)?),
+            VirtioKind::Net(net) => Box::new(net_device(net, &clock)?),
             VirtioKind::SpareNet(slot) => Box::new(
                 NetDevice::new(None, crate::snapshot::spare_net_config(*slot)).map_err(
                     |source| VirtioError::Net {
@@ -266,11 +267,16 @@ pub fn attach(
     Ok(transports)
 }
 
-/// A device on the tap `net` names, with its MAC or a random one.
-fn net_device(net: &NetConfig) -> Result<NetDevice, VirtioError> {
+/// A device on the tap `net` names, with its MAC or a random one and its
+/// rate limits.
+fn net_device(net: &NetConfig, clock: &Arc<dyn Clock>) -> Result<NetDevice, VirtioError> {
     let net_err = |source| VirtioError::Net {
         tap: net.tap.clone(),
         source,
+    };
+    let limits = NetRateLimits {
+        rx: device_rate_limit(&format!("tap {} (receive)", net.tap), &net.rx_rate_limit)?,
+        tx: device_rate_limit(&format!("tap {} (transmit)", net.tap), &net.tx_rate_limit)?,
     };
     let mac = match net.mac {
         Some(mac) => mac.0,
@@ -286,7 +292,9 @@ fn net_device(net: &NetConfig) -> Result<NetDevice, VirtioError> {
     }
     .map_err(net_err)?;
     let config = virtio_devices::NetConfig { mac, mtu: net.mtu };
-    NetDevice::new(Some(tap), config).map_err(net_err)
+    NetDevice::new(Some(tap), config)
+        .and_then(|dev| dev.with_rate_limits(limits, clock.clone()))
+        .map_err(net_err)
 }
 
 /// A random locally administered unicast MAC address (what Linux makes
@@ -399,6 +407,55 @@ mod tests {
         let spare = snapshot::spare_net_config(1);
         assert_eq!(spare.mac, [0x02, 0x76, 0x6d, 0x72, 0, 1]);
         assert!(spare.validate().is_ok());
+    }
+
+    /// A network interface's limits come from its config, booted or
+    /// restored (a snapshot holds none: the restored VM's config says).
+    #[test]
+    fn network_interfaces_keep_their_rate_limits_booted_and_restored() {
+        use crate::snapshot;
+        use vm_config::TokenBucket;
+        let limited = NetConfig {
+            rx_rate_limit: RateLimit {
+                ops: Some(TokenBucket::per_second(1000)),
+                bytes: None,
+            },
+            tx_rate_limit: RateLimit {
+                bytes: Some(TokenBucket {
+                    rate: 1 << 20,
+                    burst: Some(1 << 21),
+                }),
+                ops: None,
+            },
+            ..net("tap0")
+        };
+        let config = VmConfig {
+            vsock_uds: Some(PathBuf::from("/run/vm.sock")),
+            nets: vec![limited.clone(), net("tap1")],
+            ..VmConfig::default()
+        };
+        let nets = |slots: Vec<VirtioSlot>| -> Vec<NetConfig> {
+            slots
+                .into_iter()
+                .filter_map(|slot| match slot.kind {
+                    VirtioKind::Net(net) => Some(net),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(nets(plan(&config)), [limited.clone(), net("tap1")]);
+        let restored = plan_with_nets(&config, snapshot::slot_nets(&config.nets));
+        assert_eq!(nets(restored), [limited.clone(), net("tap1")]);
+        // As the device crate has them.
+        let tx = device_rate_limit("tap0", &limited.tx_rate_limit).unwrap();
+        let bytes = tx.bytes.unwrap();
+        assert_eq!((bytes.rate(), bytes.burst()), (1 << 20, 1 << 21));
+        let rx = device_rate_limit("tap0", &limited.rx_rate_limit).unwrap();
+        let ops = rx.ops.unwrap();
+        assert_eq!((ops.rate(), ops.burst()), (1000, 1000));
+        assert!(device_rate_limit("tap1", &net("tap1").rx_rate_limit)
+            .unwrap()
+            .is_unlimited());
     }
 
     #[test]

@@ -134,7 +134,7 @@ const VCPU: &[Allowed] = &[
     ),
     (
         libc::SYS_timerfd_create,
-        "a new rate limiter (blk, rng) when the worker that had one panicked",
+        "a new rate limiter (blk, rng, net) when the worker that had one panicked",
     ),
 ];
 
@@ -262,8 +262,12 @@ const RNG: &[Allowed] = &[(
 /// Frames move with one `read(2)` or `write(2)` on the tap each and the
 /// tap is taken out of and put back into the worker's epoll set, all in
 /// [`COMMON`]. The tap was opened and its offloads set before the worker
-/// started (`TUNSETOFFLOAD` runs in the activating vCPU thread).
-const NET: &[Allowed] = &[];
+/// started (`TUNSETOFFLOAD` runs in the activating vCPU thread), and so
+/// were the rate limiters' timers (reading an expiry is a `read(2)`).
+const NET: &[Allowed] = &[(
+    libc::SYS_timerfd_settime,
+    "arming a rate limiter's timer while throttled",
+)];
 
 const SUPERVISOR: &[Allowed] = &[
     (libc::SYS_rt_sigtimedwait, "waiting for SIGCHLD and SIGTERM"),

@@ -115,14 +115,14 @@ mod tests {
         }
     }
 
-    /// In a child process under the rng and the blk worker's filter, a rate
-    /// limiter throttles (arms its timer) and is woken (reads it): those
-    /// calls are allowed, the child exits normally.
+    /// In a child process under the rng, blk and net worker's filter, a
+    /// rate limiter throttles (arms its timer) and is woken (reads it):
+    /// those calls are allowed, the child exits normally.
     #[test]
     fn a_throttled_worker_may_arm_and_read_its_timer() {
         use std::sync::Arc;
         use virtio_devices::{Bucket, ManualClock, RateLimit, RateLimiter};
-        for kind in [ThreadKind::Rng, ThreadKind::Block] {
+        for kind in [ThreadKind::Rng, ThreadKind::Block, ThreadKind::Net] {
             // Everything is made before the fork: the child must not allocate.
             let program = filter(kind).unwrap();
             let limit = RateLimit {

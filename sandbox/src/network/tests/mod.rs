@@ -79,6 +79,7 @@ async fn the_pod_network_is_read_as_the_cni_plugin_left_it() {
             mac: Some(MacAddr(POD_MAC)),
             mtu: MTU,
             create: true,
+            ..NetConfig::default()
         }]
     );
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -186,6 +187,29 @@ impl<'a> Guest<'a> {
     pub(super) fn start(mem: &'a GuestMemoryMmap, dev: &mut NetDevice, mergeable: bool) -> Self {
         let features = features(dev, mergeable);
         Self::activate(mem, dev, features)
+    }
+
+    /// Activates `dev` (a restored VM's device) on these rings where the
+    /// last device left them, as a restored transport does: every chain
+    /// it did not return is still available. No notification.
+    pub(super) fn resume(&self, dev: &mut NetDevice) {
+        let queue = |ring: &Ring| {
+            let mut queue = ring.queue.create_queue();
+            queue.set_next_avail(ring.used_idx());
+            queue.set_next_used(ring.used_idx());
+            queue
+        };
+        dev.ack_features(features(dev, true));
+        dev.activate(
+            self.mem.clone(),
+            self.irq.clone(),
+            vec![queue(&self.rx), queue(&self.tx)],
+            vec![
+                self.rx_evt.try_clone().unwrap(),
+                self.tx_evt.try_clone().unwrap(),
+            ],
+        )
+        .unwrap();
     }
 
     pub(super) fn kick_tx(&self) {

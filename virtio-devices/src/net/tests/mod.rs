@@ -10,6 +10,7 @@ mod config;
 mod datapath;
 mod driver;
 mod hostile;
+mod rate_limit;
 mod wire;
 
 use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
