@@ -67,6 +67,14 @@ pub struct VmConfig {
     /// The rate limit of every disk that has none of its own (default:
     /// none).
     pub disk_rate_limit: RateLimit,
+    /// What every network interface may receive per second unless it has
+    /// a limit of its own (default: none): a pod's interfaces get this.
+    #[serde(skip_serializing_if = "RateLimit::is_unlimited")]
+    pub net_rx_rate_limit: RateLimit,
+    /// What every network interface may send per second unless it has a
+    /// limit of its own (default: none).
+    #[serde(skip_serializing_if = "RateLimit::is_unlimited")]
+    pub net_tx_rate_limit: RateLimit,
 }
 
 /// What the guest may make a device do per second, as token buckets: one
@@ -264,6 +272,8 @@ impl Default for VmConfig {
             template: false,
             rng_rate_limit: RateLimit::default_rng(),
             disk_rate_limit: RateLimit::UNLIMITED,
+            net_rx_rate_limit: RateLimit::UNLIMITED,
+            net_tx_rate_limit: RateLimit::UNLIMITED,
         }
     }
 }
@@ -408,6 +418,10 @@ impl VmConfig {
             .validate(|| "rng_rate_limit".to_string())?;
         self.disk_rate_limit
             .validate(|| "disk_rate_limit".to_string())?;
+        self.net_rx_rate_limit
+            .validate(|| "net_rx_rate_limit".to_string())?;
+        self.net_tx_rate_limit
+            .validate(|| "net_tx_rate_limit".to_string())?;
         for (i, disk) in self.disks.iter().enumerate() {
             if let Some(limit) = &disk.rate_limit {
                 limit.validate(|| format!("disks[{i}] ({}) rate_limit", disk.path.display()))?;
@@ -438,6 +452,26 @@ impl VmConfig {
     /// The rate limit `disk` gets: its own, else the VM's default.
     pub fn rate_limit_of(&self, disk: &Disk) -> RateLimit {
         disk.rate_limit.unwrap_or(self.disk_rate_limit)
+    }
+
+    /// The network interfaces with the limits they get: each its own where
+    /// it has one (not unlimited), else the VM's defaults.
+    pub fn nets_with_rate_limits(&self) -> Vec<NetConfig> {
+        let or_default = |own: RateLimit, default: RateLimit| {
+            if own == RateLimit::UNLIMITED {
+                default
+            } else {
+                own
+            }
+        };
+        self.nets
+            .iter()
+            .map(|net| NetConfig {
+                rx_rate_limit: or_default(net.rx_rate_limit, self.net_rx_rate_limit),
+                tx_rate_limit: or_default(net.tx_rate_limit, self.net_tx_rate_limit),
+                ..net.clone()
+            })
+            .collect()
     }
 }
 

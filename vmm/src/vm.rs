@@ -397,7 +397,10 @@ impl Vm {
         let mut slot_config = config.clone();
         slot_config.shares = snapshot::slot_shares(config, &loaded.dir);
         slot_config.disks = snapshot::slot_disks(config, &loaded.dir);
-        let slots = virtio::plan_with_nets(&slot_config, snapshot::slot_nets(&config.nets));
+        let slots = virtio::plan_with_nets(
+            &slot_config,
+            snapshot::slot_nets(&config.nets_with_rate_limits()),
+        );
         let parts = Self::build(config, mem, console, Some(&state.serial), &slots)?;
 
         let here = vcpu0_cpuid(&parts.supported_cpuid, config.vcpus, &parts.profile);

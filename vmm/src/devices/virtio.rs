@@ -110,7 +110,11 @@ pub fn plan(config: &VmConfig) -> Vec<VirtioSlot> {
     let nets = if config.template {
         crate::snapshot::slot_nets(&[])
     } else {
-        config.nets.iter().cloned().map(VirtioKind::Net).collect()
+        config
+            .nets_with_rate_limits()
+            .into_iter()
+            .map(VirtioKind::Net)
+            .collect()
     };
     plan_with_nets(config, nets)
 }
@@ -464,6 +468,46 @@ mod tests {
         let b = random_mac().unwrap();
         assert_eq!(a[0] & 0x03, 0x02, "locally administered unicast");
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn interfaces_get_their_own_rate_limits_or_the_vms_booted_and_restored() {
+        let own = RateLimit {
+            ops: Some(vm_config::TokenBucket::per_second(10)),
+            bytes: None,
+        };
+        let default = RateLimit {
+            bytes: Some(vm_config::TokenBucket::per_second(1 << 20)),
+            ops: None,
+        };
+        let config = VmConfig {
+            nets: vec![
+                net("tap0"),
+                NetConfig {
+                    tx_rate_limit: own,
+                    ..net("tap1")
+                },
+            ],
+            net_rx_rate_limit: default,
+            net_tx_rate_limit: default,
+            ..VmConfig::default()
+        };
+        let limits = |slots: Vec<VirtioSlot>| -> Vec<(RateLimit, RateLimit)> {
+            slots
+                .into_iter()
+                .filter_map(|slot| match slot.kind {
+                    VirtioKind::Net(net) => Some((net.rx_rate_limit, net.tx_rate_limit)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let want = [(default, default), (default, own)];
+        assert_eq!(limits(plan(&config)), want);
+        let restored = plan_with_nets(
+            &config,
+            crate::snapshot::slot_nets(&config.nets_with_rate_limits()),
+        );
+        assert_eq!(limits(restored), want);
     }
 
     #[test]
