@@ -99,7 +99,7 @@ fn timeval(tv: libc::timeval) -> Duration {
 }
 
 /// The first field of /proc/loadavg.
-fn load_average() -> Option<f64> {
+pub(crate) fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
         .ok()?
         .split_whitespace()

@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use vmrun_tests::cni::CniAttachment;
+
+use crate::measure::load_average;
 use vmrun_tests::containerd::{shim_binary, Containerd, IMAGE, SHIM_BINARY, VMRUN_HANDLER};
 use vmrun_tests::cri::CriClient;
 
@@ -199,15 +201,6 @@ fn find_vmm(ctrd: &Containerd) -> anyhow::Result<Vmm> {
         pids: boots,
         described,
     })
-}
-
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// Connects to `addr`, retrying while nothing listens there yet: the pod's
