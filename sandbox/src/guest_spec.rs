@@ -78,9 +78,21 @@ pub enum NetworkRequest {
     Host,
     /// A new namespace of its own: loopback only.
     Own,
-    /// The namespace at this host path: a pod's, set up by CNI (a netns
-    /// file), or another process's (`/proc/<pid>/ns/net`).
-    Join(PathBuf),
+    /// The pod's namespace at this host path, set up by CNI (a netns
+    /// file): the VM gets its interfaces.
+    Pod(PathBuf),
+    /// Another process's namespace (`/proc/<pid>/ns/net`): in the guest,
+    /// the sandbox's.
+    Process(PathBuf),
+}
+
+/// What a network namespace entry of a spec asks for.
+fn joined_network(ns: &LinuxNamespace) -> NetworkRequest {
+    match ns.path() {
+        Some(path) if proc_namespace(path).is_some() => NetworkRequest::Process(path.clone()),
+        Some(path) => NetworkRequest::Pod(path.clone()),
+        None => NetworkRequest::Own,
+    }
 }
 
 /// What `spec` asks of the network.
@@ -96,10 +108,7 @@ pub fn network_request(spec: &Spec) -> NetworkRequest {
         });
     match network {
         None => NetworkRequest::Host,
-        Some(ns) => match ns.path() {
-            Some(path) => NetworkRequest::Join(path.clone()),
-            None => NetworkRequest::Own,
-        },
+        Some(ns) => joined_network(&ns),
     }
 }
 
@@ -175,10 +184,7 @@ pub fn for_guest(
                 // through the sandbox's /proc path below.
                 .filter(|ns| {
                     ns.typ() != LinuxNamespaceType::Network
-                        || ns
-                            .path()
-                            .as_deref()
-                            .is_none_or(|p| proc_namespace(p).is_some())
+                        || !matches!(joined_network(ns), NetworkRequest::Pod(_))
                 })
                 .map(|mut ns| {
                     let guest_path =
@@ -296,7 +302,7 @@ mod tests {
         }));
         assert_eq!(
             network_request(&spec),
-            NetworkRequest::Join("/proc/4242/ns/net".into())
+            NetworkRequest::Process("/proc/4242/ns/net".into())
         );
         let guest = for_guest(spec.clone(), Path::new("/b"), "c2", Some(7)).unwrap();
         let paths: Vec<Option<PathBuf>> = guest
@@ -343,7 +349,7 @@ mod tests {
         }));
         assert_eq!(
             network_request(&pod),
-            NetworkRequest::Join("/var/run/netns/cni-1".into())
+            NetworkRequest::Pod("/var/run/netns/cni-1".into())
         );
         let guest = for_guest(pod, Path::new("/b"), "sb", None).unwrap();
         let kinds: Vec<LinuxNamespaceType> = guest

@@ -625,8 +625,8 @@ fn pod_network(id: &str, spec: &Spec) -> Result<Option<PathBuf>> {
              --net-host): a microVM has its own network stack and cannot share the \
              host's; run it with runc, or give it a pod network"
         ))),
-        NetworkRequest::Join(path) if !path.starts_with("/proc") => Ok(Some(path)),
-        NetworkRequest::Join(_) | NetworkRequest::Own => Ok(None),
+        NetworkRequest::Pod(path) => Ok(Some(path)),
+        NetworkRequest::Process(_) | NetworkRequest::Own => Ok(None),
     }
 }
 
