@@ -9,6 +9,9 @@ const LEAF_FEATURES: u32 = 0x1;
 const LEAF_CACHE_PARAMS: u32 = 0x4;
 const LEAF_PERFMON: u32 = 0xa;
 const LEAF_EXT_TOPOLOGY: u32 = 0xb;
+/// V2 extended topology (Intel): same layout as 0xB, and the one the guest
+/// kernel prefers when present.
+const LEAF_V2_EXT_TOPOLOGY: u32 = 0x1f;
 
 const ECX_CX16: u32 = 1 << 13;
 const ECX_HYPERVISOR: u32 = 1 << 31;
@@ -38,29 +41,36 @@ pub fn filter(cpuid: &mut CpuId, id: u8, count: u8, profile: &CompatProfile) {
                 entry.ecx = 0;
                 entry.edx = 0;
             }
-            LEAF_EXT_TOPOLOGY => {
-                entry.edx = u32::from(id);
-                match entry.index {
-                    // SMT level: one thread per core.
-                    0 => {
-                        entry.eax = 0;
-                        entry.ebx = 1;
-                        entry.ecx = 1 << 8;
-                    }
-                    // Core level: every vCPU is a core of one package.
-                    1 => {
-                        entry.eax = core_bits;
-                        entry.ebx = u32::from(count);
-                        entry.ecx = (2 << 8) | 1;
-                    }
-                    n => {
-                        entry.eax = 0;
-                        entry.ebx = 0;
-                        entry.ecx = n;
-                    }
-                }
-            }
+            LEAF_EXT_TOPOLOGY | LEAF_V2_EXT_TOPOLOGY => topology(entry, id, count, core_bits),
             _ => {}
+        }
+    }
+}
+
+/// One level of leaf 0xB or 0x1F. KVM passes the host's values through,
+/// EDX being the x2APIC id of whichever host CPU ran the ioctl: left alone,
+/// the guest would see the host's topology and a snapshot would not match a
+/// VM built on another host CPU.
+fn topology(entry: &mut kvm_cpuid_entry2, id: u8, count: u8, core_bits: u32) {
+    entry.edx = u32::from(id);
+    match entry.index {
+        // SMT level: one thread per core.
+        0 => {
+            entry.eax = 0;
+            entry.ebx = 1;
+            entry.ecx = 1 << 8;
+        }
+        // Core level: every vCPU is a core of one package.
+        1 => {
+            entry.eax = core_bits;
+            entry.ebx = u32::from(count);
+            entry.ecx = (2 << 8) | 1;
+        }
+        // No further levels (die, module, ...): an invalid level ends the list.
+        n => {
+            entry.eax = 0;
+            entry.ebx = 0;
+            entry.ecx = n;
         }
     }
 }
@@ -100,6 +110,35 @@ mod tests {
                 index: 1,
                 ..Default::default()
             },
+            // As KVM passes it through from a host CPU with x2APIC id 5 in
+            // a package of 2 dies.
+            kvm_cpuid_entry2 {
+                function: 0x1f,
+                index: 0,
+                eax: 1,
+                ebx: 2,
+                ecx: 0x100,
+                edx: 5,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0x1f,
+                index: 1,
+                eax: 4,
+                ebx: 8,
+                ecx: 0x201,
+                edx: 5,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0x1f,
+                index: 2,
+                eax: 5,
+                ebx: 16,
+                ecx: 0x502,
+                edx: 5,
+                ..Default::default()
+            },
             kvm_cpuid_entry2 {
                 function: 0xa,
                 eax: 0x0703_0105,
@@ -131,6 +170,22 @@ mod tests {
         let core = leaf(&cpuid, 0xb, 1);
         assert_eq!((core.eax, core.ebx), (2, 4));
         assert_eq!(leaf(&cpuid, 0xa, 0).eax, 0);
+    }
+
+    #[test]
+    fn v2_topology_leaf_is_the_vcpus_not_the_host_cpus() {
+        let mut cpuid = sample();
+        filter(&mut cpuid, 1, 2, &CompatProfile::NONE);
+        let smt = leaf(&cpuid, 0x1f, 0);
+        assert_eq!((smt.eax, smt.ebx, smt.ecx, smt.edx), (0, 1, 0x100, 1));
+        let core = leaf(&cpuid, 0x1f, 1);
+        assert_eq!((core.eax, core.ebx, core.ecx, core.edx), (1, 2, 0x201, 1));
+        let die = leaf(&cpuid, 0x1f, 2);
+        assert_eq!(
+            (die.eax, die.ebx, die.ecx & 0xff00),
+            (0, 0, 0),
+            "no die level"
+        );
     }
 
     #[test]
