@@ -206,3 +206,25 @@ fn snapshot_files_are_root_only() {
         assert_eq!(meta.permissions().mode() & 0o777, mode, "{entry:?}");
     }
 }
+
+/// A VMM restores the snapshot whichever host CPU it runs on: the CPUID a
+/// snapshot is checked against must not carry the host CPU's own ids (on
+/// Intel hosts KVM passes leaf 0x1F through with the x2APIC id of the CPU
+/// that asked).
+#[test]
+fn the_snapshot_restores_on_every_host_cpu() {
+    let snapshot = default_snapshot();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    for cpu in 0..cpus {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", &cpu.to_string()])
+            .arg(vmrun_bin())
+            .arg("run")
+            .arg("--snapshot")
+            .arg(&snapshot)
+            .args(["--", "echo", "restored"]);
+        let done = run(&mut cmd, Duration::from_secs(300));
+        assert!(done.status.success(), "on host CPU {cpu}: {done:?}");
+        assert_eq!(done.stdout, "restored\n", "on host CPU {cpu}");
+    }
+}
