@@ -102,8 +102,11 @@ pub fn set_hostname(name: &str) -> Result<(), InitSandboxError> {
     })
 }
 
-/// Brings every present but offline CPU online (a snapshot's guest may
-/// have booted with one vCPU online, see the VMM's snapshot module) and
+/// Where the kernel lists CPUs.
+pub const SYS_CPU: &str = "/sys/devices/system/cpu";
+
+/// Brings every present but offline CPU online (on a software-KVM host the
+/// guest boots with one vCPU online, see the VMM's kernel command line) and
 /// returns how many are online. A CPU that will not come up is logged and
 /// left offline: the sandbox still works, with fewer CPUs.
 pub fn online_cpus(sys_cpu: &Path) -> u32 {

@@ -172,12 +172,13 @@ fn build_cmdline(
     let mut extra = Vec::new();
     if config.template {
         extra.push(snapshot::TEMPLATE_FLAG.to_string());
-        // A snapshot's guest boots with one vCPU online where 2-vCPU boots
-        // stall (software KVM, see guest-kernel/README.md); the agent brings
-        // the others online after a restore.
-        if profile.is_active() && config.vcpus > 1 {
-            extra.push("maxcpus=1".to_string());
-        }
+    }
+    // On a software-KVM host the guest boots with one vCPU online, since
+    // 2-vCPU boots stall there (see guest-kernel/README.md); the agent
+    // brings the others online before its ready line, so a snapshot holds
+    // them all online.
+    if profile.is_active() && config.vcpus > 1 {
+        extra.push("maxcpus=1".to_string());
     }
     extra.extend(config.extra_cmdline.iter().cloned());
     Ok(cmdline::build(profile, &devices, &extra)?)

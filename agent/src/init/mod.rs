@@ -7,11 +7,12 @@ pub mod power;
 pub mod root;
 
 use std::io;
+use std::path::Path;
 
 use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
 
 use crate::server::{self, ServeError, ServeOutcome, ServerConfig};
-use crate::AGENT_VSOCK_PORT;
+use crate::{sandbox_init, AGENT_VSOCK_PORT};
 use cmdline::AgentOptions;
 use mounts::{mount_all, MountError, SyscallMounter, GUEST_MOUNTS};
 
@@ -55,6 +56,12 @@ pub fn run() -> Result<(), InitError> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").map_err(InitError::Cmdline)?;
     let options = AgentOptions::from_cmdline(&cmdline);
     init_logging(&options);
+    // On a software-KVM host the guest boots with one vCPU online (2-vCPU
+    // boots stall there, see the VMM's kernel command line); the others come
+    // up here, before the ready line, so that a snapshot holds them online
+    // and no restored sandbox pays the seconds this takes under emulation.
+    let cpus_online = sandbox_init::online_cpus(Path::new(sandbox_init::SYS_CPU));
+    tracing::info!(cpus_online, "vCPUs online");
 
     // One thread: the guest has few vCPUs and every thread costs start-up
     // time; blocking work (fork+exec) goes to tokio's blocking pool.

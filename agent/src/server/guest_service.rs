@@ -17,13 +17,6 @@ use crate::sandbox_init;
 use crate::storage::StorageManager;
 use crate::AGENT_VERSION;
 
-/// Where the kernel lists CPUs.
-const SYS_CPU: &str = "/sys/devices/system/cpu";
-/// How long `InitSandbox` waits for offline vCPUs to come up (seconds
-/// each under kernel emulation) before it answers with those online: a
-/// vCPU that hangs coming up must not hang the sandbox.
-const CPU_ONLINE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Serves `Guest`. `Shutdown` only raises the flag; whoever runs the server
 /// powers off once the answer is out (see [`super::serve`]).
 #[derive(Debug, Clone)]
@@ -65,16 +58,9 @@ fn init_sandbox(
     if template {
         storage.name_share_slots(&request.share_tags);
     }
-    let (done_tx, done) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done_tx.send(sandbox_init::online_cpus(std::path::Path::new(SYS_CPU)));
-    });
-    let cpus_online = done.recv_timeout(CPU_ONLINE_WAIT).unwrap_or_else(|_| {
-        tracing::warn!(
-            "vCPUs still coming online after {CPU_ONLINE_WAIT:?}; going on without them"
-        );
-        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-    });
+    // The agent brought every vCPU online before its ready line (see
+    // `init::run`); this finds them online and only counts them.
+    let cpus_online = sandbox_init::online_cpus(std::path::Path::new(sandbox_init::SYS_CPU));
     tracing::info!(cpus_online, from_snapshot = template, "sandbox initialised");
     Ok(InitSandboxResponse {
         from_snapshot: template,
