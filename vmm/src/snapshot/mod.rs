@@ -29,6 +29,7 @@
 //! error naming the mismatch.
 
 pub mod file;
+pub mod prune;
 pub mod state;
 
 use std::fs::File;
@@ -414,6 +415,7 @@ pub fn create(
 ) -> Result<PathBuf, CreateError> {
     config.validate().map_err(VmError::from)?;
     let inputs = inputs_for(config)?;
+    let in_cache = dir.is_none();
     let dir = dir.map_or_else(|| cache_dir(&inputs), Path::to_path_buf);
     let parent = dir.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(parent).map_err(|source| SnapshotError::Io {
@@ -444,9 +446,12 @@ pub fn create(
     let vm = Vm::start(&template, std::io::sink())?;
     wait_until_ready(&vm, timeout)?;
     std::thread::sleep(SETTLE);
-    vm.snapshot(building.path(), inputs)?;
+    vm.snapshot(building.path(), inputs.clone())?;
     let _ = std::fs::remove_file(building.path().join("vsock.sock"));
     building.persist(&dir)?;
+    if in_cache {
+        prune::prune(parent, &dir, &inputs);
+    }
     Ok(dir)
 }
 
