@@ -98,8 +98,10 @@ impl Drop for Sandbox {
     }
 }
 
-/// Rss and Pss of a process, KiB (PSS counts each shared page once across
-/// the processes that map it, split between them).
+/// Rss and Pss of a process and its descendants, KiB (PSS counts each
+/// shared page once across the processes that map it, split between them).
+/// A `vmrun boot` is two processes under the jail: the supervisor and the
+/// VMM, its child, which holds the guest memory.
 fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
     let field = |name: &str| {
@@ -109,7 +111,29 @@ fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    Ok((field("Rss:"), field("Pss:")))
+    let (mut rss, mut pss) = (field("Rss:"), field("Pss:"));
+    for child in children(pid) {
+        let (child_rss, child_pss) = memory_kib(child)?;
+        rss += child_rss;
+        pss += child_pss;
+    }
+    Ok((rss, pss))
+}
+
+/// The children of every thread of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 fn mib(kib: u64) -> String {
