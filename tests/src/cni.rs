@@ -1,12 +1,13 @@
 //! What CNI gave a pod, read back from the ADD result that containerd's CNI
 //! library caches for it (`/var/lib/cni/results/<network>-<pod id>-eth0`):
-//! the pod's address, gateway, MAC and network namespace. Tests check the
+//! the pod's addresses (IPv4, and IPv6 on a dual-stack network), gateways,
+//! MAC and network namespace. Tests check the
 //! guest against it and benchmarks dial the pod at its address; reading the
 //! cache needs no exec in the pod, which under vmrun would cost a round
 //! trip through the guest agent.
 
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use crate::containerd::Containerd;
@@ -30,10 +31,21 @@ pub struct CniAttachment {
     /// With the prefix, as `ip addr` shows it ("10.200.7.2/24").
     pub cidr: String,
     pub gateway: String,
+    /// The pod's IPv6 address, prefix and gateway, on a dual-stack network.
+    pub ipv6: Option<CniIpv6>,
     /// The MAC of the pod's `eth0` on the host.
     pub mac: String,
     /// The pod's network namespace on the host.
     pub netns: PathBuf,
+}
+
+/// The IPv6 part of a dual-stack attachment.
+#[derive(Debug)]
+pub struct CniIpv6 {
+    pub ip: Ipv6Addr,
+    /// With the prefix ("fd76:6d72:7::2/64").
+    pub cidr: String,
+    pub gateway: String,
 }
 
 impl CniAttachment {
@@ -71,15 +83,37 @@ impl CniAttachment {
                 .map(str::to_string)
                 .ok_or_else(|| format!("no {name} in the CNI result {text}"))
         };
-        let ip = &result["ips"][0];
-        let cidr = field(&ip["address"], "ips[0].address")?;
+        let ips = result["ips"].as_array().cloned().unwrap_or_default();
+        let address = |ip: &serde_json::Value| field(&ip["address"], "ips[].address");
+        let is_v6 = |ip: &serde_json::Value| address(ip).is_ok_and(|a| a.contains(':'));
+        let ip = ips
+            .iter()
+            .find(|ip| !is_v6(ip))
+            .ok_or_else(|| format!("no IPv4 address in the CNI result {text}"))?;
+        let cidr = address(ip)?;
+        let ipv6 = match ips.iter().find(|ip| is_v6(ip)) {
+            None => None,
+            Some(ip6) => {
+                let cidr = address(ip6)?;
+                Some(CniIpv6 {
+                    ip: cidr
+                        .split('/')
+                        .next()
+                        .and_then(|a| a.parse().ok())
+                        .ok_or_else(|| format!("{cidr:?} is not an IPv6 pod address"))?,
+                    gateway: field(&ip6["gateway"], "ips[].gateway")?,
+                    cidr,
+                })
+            }
+        };
         Ok(Self {
             ip: cidr
                 .split('/')
                 .next()
                 .and_then(|a| a.parse().ok())
                 .ok_or_else(|| format!("{cidr:?} is not an IPv4 pod address"))?,
-            gateway: field(&ip["gateway"], "ips[0].gateway")?,
+            gateway: field(&ip["gateway"], "ips[].gateway")?,
+            ipv6,
             mac: field(&eth0["mac"], "eth0.mac")?.to_lowercase(),
             netns: PathBuf::from(field(&eth0["sandbox"], "eth0.sandbox")?),
             cidr,
@@ -118,6 +152,25 @@ mod tests {
         assert_eq!(a.gateway, "10.200.7.1");
         assert_eq!(a.mac, "0a:58:0a:c8:07:02");
         assert_eq!(a.netns, PathBuf::from("/run/netns/cni-1"));
+        assert!(a.ipv6.is_none());
+    }
+
+    #[test]
+    fn a_dual_stack_result_gives_both_families_whatever_their_order() {
+        let dual = CACHED.replace(
+            r#""ips": [{"interface": 2, "address": "10.200.7.2/24", "gateway": "10.200.7.1"}]"#,
+            r#""ips": [
+                {"interface": 2, "address": "fd76:6d72:7::2/64", "gateway": "fd76:6d72:7::1"},
+                {"interface": 2, "address": "10.200.7.2/24", "gateway": "10.200.7.1"}
+            ]"#,
+        );
+        let a = CniAttachment::parse(&dual).unwrap();
+        assert_eq!(a.cidr, "10.200.7.2/24");
+        assert_eq!(a.gateway, "10.200.7.1");
+        let v6 = a.ipv6.expect("the IPv6 address");
+        assert_eq!(v6.ip, "fd76:6d72:7::2".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(v6.cidr, "fd76:6d72:7::2/64");
+        assert_eq!(v6.gateway, "fd76:6d72:7::1");
     }
 
     #[test]

@@ -104,8 +104,8 @@ pub fn containerd_config(paths: &ConfigPaths) -> String {
 /// test sees it reach the guest).
 pub const CNI_MTU: u32 = 1400;
 
-/// A bridge + host-local CNI network list named `name`.
-fn cni_conflist(name: &str, bridge: &str, subnet: &str) -> String {
+/// A dual-stack bridge + host-local CNI network list named `name`.
+fn cni_conflist(name: &str, bridge: &str, subnet: &str, subnet6: &str) -> String {
     format!(
         r#"{{
   "cniVersion": "1.0.0",
@@ -119,8 +119,8 @@ fn cni_conflist(name: &str, bridge: &str, subnet: &str) -> String {
       "mtu": {CNI_MTU},
       "ipam": {{
         "type": "host-local",
-        "ranges": [[{{ "subnet": "{subnet}" }}]],
-        "routes": [{{ "dst": "0.0.0.0/0" }}]
+        "ranges": [[{{ "subnet": "{subnet}" }}], [{{ "subnet": "{subnet6}" }}]],
+        "routes": [{{ "dst": "0.0.0.0/0" }}, {{ "dst": "::/0" }}]
       }}
     }}
   ]
@@ -178,6 +178,7 @@ pub struct Containerd {
     cni_network: String,
     bridge: String,
     gateway: String,
+    gateway6: String,
     host_dirs: Vec<HostDir>,
     /// Dropped after everything else: containerd, its bridge and the pods'
     /// host ends live in it.
@@ -209,9 +210,12 @@ impl Containerd {
         let bridge = format!("vmr{}-{n}", pid % 10_000_000);
         let subnet_prefix = format!("10.{}.{}", 200 + n % 50, pid % 250);
         let subnet = format!("{subnet_prefix}.0/24");
+        // A unique local prefix (fd76:6d72 is "vmr"), as unique as the IPv4 one.
+        let subnet6_prefix = format!("fd76:6d72:{:x}:{:x}", 200 + n % 50, pid % 250);
+        let subnet6 = format!("{subnet6_prefix}::/64");
         fs::write(
             paths.cni_conf_dir.join("10-vmrun-test.conflist"),
-            cni_conflist(&cni_network, &bridge, &subnet),
+            cni_conflist(&cni_network, &bridge, &subnet, &subnet6),
         )
         .expect("write the CNI configuration");
         let config = dir.join("config.toml");
@@ -291,6 +295,7 @@ impl Containerd {
             cni_network,
             bridge,
             gateway: format!("{subnet_prefix}.1"),
+            gateway6: format!("{subnet6_prefix}::1"),
             host_dirs,
             netns,
         };
@@ -367,7 +372,6 @@ impl Containerd {
         &self.dir
     }
 
-    /// containerd's root, state and CRI settings.
     /// The network namespace containerd (and its CNI bridge) runs in.
     pub fn netns(&self) -> &TestNetns {
         &self.netns
@@ -382,6 +386,11 @@ impl Containerd {
     /// in [`netns`](Self::netns) is reached from a pod.
     pub fn gateway(&self) -> &str {
         &self.gateway
+    }
+
+    /// The bridge's IPv6 address: the pods' IPv6 gateway.
+    pub fn gateway6(&self) -> &str {
+        &self.gateway6
     }
 
     /// The CNI network's name (`/var/lib/cni/results/<name>-<id>-<ifname>`).

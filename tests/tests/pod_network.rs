@@ -1,8 +1,9 @@
 //! Pod networking through containerd's CRI plugin with the handler `vmrun`:
 //! the pod's CNI interface (a veth of the fixture's bridge) is the guest's
-//! `eth0`, with the same address, MAC, MTU and routes; TCP works both ways
-//! between the test's network namespace and a pod, between two pods, and
-//! over `localhost` between the containers of one pod; the CRI DNS config
+//! `eth0`, with the same addresses (IPv4 and IPv6: the fixture's network is
+//! dual-stack), MAC, MTU and routes; TCP works both ways between the test's
+//! network namespace and a pod (over both), between two pods, and over
+//! `localhost` between the containers of one pod; the CRI DNS config
 //! and the pod hostname reach every container; removing the pods, one of
 //! them after its shim was killed, leaves no tap, qdisc, filter or
 //! namespace behind.
@@ -82,10 +83,11 @@ async fn http_get(
 
 /// A one-connection-at-a-time HTTP server in the fixture's namespace on the
 /// bridge's address; answers `body` to every request.
-fn serve_from_test_namespace(ctrd: &Containerd, body: &'static str) -> SocketAddr {
-    let gateway = ctrd.gateway().to_string();
+fn serve_from_test_namespace(ctrd: &Containerd, host: &str, body: &'static str) -> SocketAddr {
+    let host = host.to_string();
     let listener = ctrd.netns().run(move || {
-        TcpListener::bind((gateway.as_str(), 0)).expect("listen on the bridge address")
+        TcpListener::bind((host.as_str(), 0))
+            .unwrap_or_else(|e| panic!("listen on the bridge address {host}: {e}"))
     });
     let addr = listener.local_addr().expect("listener address");
     std::thread::spawn(move || {
@@ -191,7 +193,8 @@ async fn pods_have_their_cni_network_inside_the_vm() {
         &ctrd,
         &web,
         "cat /sys/class/net/eth0/address /sys/class/net/eth0/mtu; \
-         ip -4 -o addr show dev eth0; ip route",
+         ip -4 -o addr show dev eth0; ip route; \
+         ip -6 -o addr show dev eth0 scope global; ip -6 route",
     )
     .await;
     let lines: Vec<&str> = links.lines().collect();
@@ -207,6 +210,21 @@ async fn pods_have_their_cni_network_inside_the_vm() {
         "the default route goes via the bridge {}: {links}",
         cni_a.gateway
     );
+    // The fixture's network is dual-stack: IPv6 too.
+    let v6 = cni_a
+        .ipv6
+        .as_ref()
+        .expect("an IPv6 address from the dual-stack network");
+    assert!(
+        links.contains(&format!("inet6 {}", v6.cidr)),
+        "eth0 has the CNI IPv6 address {}: {links}",
+        v6.cidr
+    );
+    assert!(
+        links.contains(&format!("default via {} dev eth0", v6.gateway)),
+        "the IPv6 default route goes via the bridge {}: {links}",
+        v6.gateway
+    );
 
     // localhost between two containers of the pod.
     let body = http_get(&mut cri, &ctrd, &client, "127.0.0.1", WEB_PORT).await;
@@ -218,17 +236,25 @@ async fn pods_have_their_cni_network_inside_the_vm() {
         reply.starts_with("HTTP/1.") && reply.trim_end().ends_with(WEB_BODY),
         "GET from the test's namespace: {reply:?}"
     );
-    // ...and the pod reaches a server on the bridge's address.
-    let test_server = serve_from_test_namespace(&ctrd, "hello from the test");
-    let body = http_get(
-        &mut cri,
-        &ctrd,
-        &client,
-        &test_server.ip().to_string(),
-        test_server.port(),
-    )
-    .await;
-    assert_eq!(body, "hello from the test");
+    // ...and the pod reaches a server on the bridge's address; both over
+    // IPv4 and over IPv6.
+    let reply = get_from_test_namespace(&ctrd, SocketAddr::from((v6.ip, WEB_PORT)));
+    assert!(
+        reply.starts_with("HTTP/1.") && reply.trim_end().ends_with(WEB_BODY),
+        "GET over IPv6 from the test's namespace: {reply:?}"
+    );
+    for bridge in [ctrd.gateway(), ctrd.gateway6()] {
+        let test_server = serve_from_test_namespace(&ctrd, bridge, "hello from the test");
+        let body = http_get(
+            &mut cri,
+            &ctrd,
+            &client,
+            &test_server.ip().to_string(),
+            test_server.port(),
+        )
+        .await;
+        assert_eq!(body, "hello from the test", "from the server on {bridge}");
+    }
 
     // DNS config and hostname, in every container.
     for container in [&web, &client] {

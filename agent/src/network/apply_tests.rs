@@ -419,7 +419,7 @@ fn ipv6_in_a_guest_without_it_is_a_failed_precondition_naming_the_address() {
             routes: vec![],
         };
 
-        // As in our guest kernel (no /proc/sys/net/ipv6).
+        // As in a guest kernel built without IPv6 (no /proc/sys/net/ipv6).
         let status = status(
             configure_links(&request, std::slice::from_ref(&link), false)
                 .await
