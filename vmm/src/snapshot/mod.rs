@@ -20,7 +20,8 @@
 //! interrupt (the guest keeps the spare MAC and MTU it probed until it is
 //! given the interface's). The guest is made unique
 //! by the agent's first request (fresh entropy, the host's clock, the
-//! hostname, the vCPUs to bring online): see the agent's `InitSandbox`.
+//! hostname): see the agent's `InitSandbox`. Its vCPUs are online already:
+//! the agent brings them up before the ready line the snapshot waits for.
 //!
 //! [`select`] decides, for every VM, whether it restores: the default
 //! snapshot for its configuration lives in the cache (keyed by what it was
