@@ -483,6 +483,11 @@ pub enum CreateError {
     Vm(#[from] VmError),
 }
 
+/// `snapshot create` builds in `<BUILDING_PREFIX><key><BUILDING_PID><pid>`
+/// beside its final place, then renames it into place.
+const BUILDING_PREFIX: char = '.';
+const BUILDING_PID: &str = ".new-";
+
 /// A directory removed on drop unless persisted.
 struct TempDir(Option<PathBuf>);
 
@@ -493,7 +498,10 @@ impl TempDir {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let path = final_dir.with_file_name(format!(".{name}.new-{}", std::process::id()));
+        let path = final_dir.with_file_name(format!(
+            "{BUILDING_PREFIX}{name}{BUILDING_PID}{}",
+            std::process::id()
+        ));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&path)
@@ -536,7 +544,8 @@ impl Drop for TempDir {
 mod tests {
     use super::*;
 
-    fn inputs() -> SnapshotInputs {
+    /// Inputs of a default-sized snapshot (also for the submodules' tests).
+    pub(super) fn inputs() -> SnapshotInputs {
         SnapshotInputs {
             vmm_version: "0.1.0".into(),
             vcpus: 2,

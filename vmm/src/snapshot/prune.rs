@@ -15,13 +15,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::file;
 use super::state::SnapshotInputs;
-
-/// Prefix of the directory `snapshot create` builds in, before renaming it
-/// into place; followed by the key and `.new-<pid>`.
-const BUILDING_PREFIX: char = '.';
-const BUILDING_PID: &str = ".new-";
+use super::{file, BUILDING_PID, BUILDING_PREFIX};
 
 /// Whether a snapshot made from `old` (`None`: unreadable by this VMM) is
 /// useless once one made from `new` is in the cache.
@@ -91,22 +86,8 @@ fn builder_is_gone(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::inputs;
     use super::*;
-
-    fn inputs() -> SnapshotInputs {
-        SnapshotInputs {
-            vmm_version: "0.1.0".into(),
-            vcpus: 2,
-            memory_mib: 256,
-            kernel_digest: "k1".into(),
-            initrd_digest: Some("i1".into()),
-            extra_cmdline: Vec::new(),
-            compat_profile: true,
-            share_slots: 4,
-            disk_slots: 2,
-            net_slots: 2,
-        }
-    }
 
     #[test]
     fn an_older_build_of_the_same_shape_is_replaced() {
