@@ -83,7 +83,10 @@ impl CniAttachment {
                 .map(str::to_string)
                 .ok_or_else(|| format!("no {name} in the CNI result {text}"))
         };
-        let ips = result["ips"].as_array().cloned().unwrap_or_default();
+        let ips = result["ips"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let address = |ip: &serde_json::Value| field(&ip["address"], "ips[].address");
         let is_v6 = |ip: &serde_json::Value| address(ip).is_ok_and(|a| a.contains(':'));
         let ip = ips
@@ -96,22 +99,14 @@ impl CniAttachment {
             Some(ip6) => {
                 let cidr = address(ip6)?;
                 Some(CniIpv6 {
-                    ip: cidr
-                        .split('/')
-                        .next()
-                        .and_then(|a| a.parse().ok())
-                        .ok_or_else(|| format!("{cidr:?} is not an IPv6 pod address"))?,
+                    ip: host_part(&cidr, "IPv6")?,
                     gateway: field(&ip6["gateway"], "ips[].gateway")?,
                     cidr,
                 })
             }
         };
         Ok(Self {
-            ip: cidr
-                .split('/')
-                .next()
-                .and_then(|a| a.parse().ok())
-                .ok_or_else(|| format!("{cidr:?} is not an IPv4 pod address"))?,
+            ip: host_part(&cidr, "IPv4")?,
             gateway: field(&ip["gateway"], "ips[].gateway")?,
             ipv6,
             mac: field(&eth0["mac"], "eth0.mac")?.to_lowercase(),
@@ -119,6 +114,14 @@ impl CniAttachment {
             cidr,
         })
     }
+}
+
+/// The address of `cidr` ("10.200.7.2/24"), of the `family` it must be.
+fn host_part<A: std::str::FromStr>(cidr: &str, family: &str) -> Result<A, String> {
+    cidr.split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("{cidr:?} is not an {family} pod address"))
 }
 
 #[cfg(test)]
