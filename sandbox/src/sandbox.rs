@@ -177,8 +177,10 @@ impl Sandbox {
         let network_guard = NetworkGuard(network.as_ref());
         vm.vsock_uds = Some(dir.vsock());
         if config.share {
+            // Its own levels are the host's: the guest writes only in what
+            // the host mounts beneath them.
             vm.shares
-                .push(SharedDir::new(SHARE_TAG, dir.shared(), false));
+                .push(SharedDir::new(SHARE_TAG, dir.shared(), false).with_read_only_top());
         }
         let mut vmm = VmmProcess::spawn(&config.vmm_binary, &vm, &dir, config.console)?;
         let vmm_spawned = started.elapsed();

@@ -190,6 +190,13 @@ pub struct SharedDir {
     /// share (each a descriptor in the VMM); past it, opens fail with ENFILE.
     #[serde(default = "default_share_max_handles")]
     pub max_handles: u32,
+    /// The share's own file system is read-only to the guest; only what the
+    /// host mounts beneath it is writable (each as mounted). For the
+    /// sandbox share, whose own levels (container directories, mount
+    /// points) are the host's to make: a guest cannot rename or replace
+    /// them while the host mounts into them. Enforced by the VMM's jail.
+    #[serde(default)]
+    pub read_only_top: bool,
 }
 
 /// Default [`SharedDir::max_inodes`]. With [`DEFAULT_SHARE_MAX_HANDLES`],
@@ -220,7 +227,15 @@ impl SharedDir {
             read_only,
             max_inodes: DEFAULT_SHARE_MAX_INODES,
             max_handles: DEFAULT_SHARE_MAX_HANDLES,
+            read_only_top: false,
         }
+    }
+
+    /// The same share with its own levels read-only to the guest (see
+    /// [`SharedDir::read_only_top`]).
+    pub fn with_read_only_top(mut self) -> Self {
+        self.read_only_top = true;
+        self
     }
 }
 

@@ -67,6 +67,9 @@ pub struct JailBind {
 pub struct JailPlan {
     /// Directories seen inside, none beneath another.
     pub binds: Vec<JailBind>,
+    /// Mounts inside that are then made read-only themselves, not what is
+    /// mounted beneath them: the tops of shares with `read_only_top`.
+    pub read_only_tops: Vec<PathBuf>,
     /// The capabilities kept.
     pub capabilities: &'static [Capability],
     /// `RLIMIT_NOFILE`.
@@ -102,8 +105,15 @@ impl JailPlan {
             .map(|meta| meta.len())
             .max()
             .unwrap_or(0);
+        let read_only_tops = config
+            .shares
+            .iter()
+            .filter(|share| share.read_only_top)
+            .map(|share| share.path.clone())
+            .collect();
         Ok(Self {
             binds: outermost(binds),
+            read_only_tops,
             capabilities: capabilities::kept(!config.shares.is_empty()),
             open_files: config.jail.open_files,
             file_size: (config.jail.file_size_mib << 20).max(largest_disk),
@@ -129,7 +139,7 @@ fn outermost(mut binds: Vec<JailBind>) -> Vec<JailBind> {
 /// (a new mount namespace needs that) and is, from here on, in the jail.
 pub fn enter(plan: &JailPlan) -> Result<(), JailError> {
     unshare_namespaces()?;
-    root::enter(&plan.binds)?;
+    root::enter(&plan.binds, &plan.read_only_tops)?;
     limits::apply(plan.open_files, plan.file_size)?;
     capabilities::restrict(plan.capabilities)?;
     no_new_privileges()
@@ -171,7 +181,7 @@ mod tests {
         let config = VmConfig {
             vsock_uds: Some(PathBuf::from("/run/vmrun/sb/ab/agent.vsock")),
             shares: vec![
-                SharedDir::new("sandbox", "/run/vmrun/sb/ab/shared", false),
+                SharedDir::new("sandbox", "/run/vmrun/sb/ab/shared", false).with_read_only_top(),
                 SharedDir::new("data", "/srv/data", true),
             ],
             ..VmConfig::default()
@@ -189,6 +199,10 @@ mod tests {
                     read_only: true
                 },
             ]
+        );
+        assert_eq!(
+            plan.read_only_tops,
+            vec![PathBuf::from("/run/vmrun/sb/ab/shared")]
         );
         assert_eq!(plan.capabilities, capabilities::kept(true));
         assert_eq!(plan.open_files, 65536);

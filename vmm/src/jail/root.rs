@@ -7,6 +7,7 @@
 //! shared mount (a container's rootfs under the sandbox's share root) still
 //! reaches the VMM.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -25,8 +26,9 @@ fn sys(op: impl Into<String>) -> impl FnOnce(nix::Error) -> JailError {
 }
 
 /// Makes a tmpfs holding `binds` the root of the calling process's (new)
-/// mount namespace, and detaches everything else.
-pub(super) fn enter(binds: &[JailBind]) -> Result<(), JailError> {
+/// mount namespace, and detaches everything else. The mounts at
+/// `read_only_tops` (seen through `binds`) are then read-only here.
+pub(super) fn enter(binds: &[JailBind], read_only_tops: &[PathBuf]) -> Result<(), JailError> {
     mount(
         None::<&str>,
         "/",
@@ -54,6 +56,9 @@ pub(super) fn enter(binds: &[JailBind]) -> Result<(), JailError> {
     let old_root = Path::new("/").join(OLD_ROOT);
     for bind in binds {
         bind_from(&old_root, bind)?;
+    }
+    for top in read_only_tops {
+        make_top_read_only(top)?;
     }
     umount2(&old_root, MntFlags::MNT_DETACH).map_err(sys("detach the host's root"))?;
     std::fs::remove_dir(&old_root)
@@ -91,4 +96,28 @@ fn bind_from(old_root: &Path, bind: &JailBind) -> Result<(), JailError> {
         flags |= MsFlags::MS_RDONLY;
     }
     mount(None::<&str>, &bind.path, None::<&str>, flags, None::<&str>).map_err(sys(what()))
+}
+
+/// Makes the mount at `path` read-only in the jail, itself only: the host's
+/// mounts beneath it (there already or propagated later) keep their own
+/// flags. It must be a mount of its own, or the bind holding it would turn
+/// read-only instead. Such a top holds only directories and mount points,
+/// so it is also nosuid, nodev and noexec here.
+fn make_top_read_only(path: &Path) -> Result<(), JailError> {
+    let what = || format!("make {} read-only in the jail", path.display());
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let dev = |p: &Path| std::fs::metadata(p).map(|meta| meta.dev());
+    if dev(path).map_err(JailError::sys(what()))? == dev(parent).map_err(JailError::sys(what()))? {
+        return Err(JailError::sys(what())(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is not a mount point",
+        )));
+    }
+    let flags = MsFlags::MS_REMOUNT
+        | MsFlags::MS_BIND
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>).map_err(sys(what()))
 }

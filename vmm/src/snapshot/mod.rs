@@ -46,6 +46,16 @@ use crate::devices::virtio::VirtioKind;
 use crate::vm::{Vm, VmError, VmEvent};
 use state::{SnapshotInputs, SnapshotState};
 
+/// The VMM build a snapshot is made by and restored by: the crate version
+/// and a digest of the source that decides what saved state means (see
+/// `vmm/build.rs`). Another build's snapshot is not used: the cache misses
+/// it (its key differs) and an explicit one is refused by name.
+pub const VMM_BUILD: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "+",
+    env!("VMRUN_VMM_SOURCE_DIGEST")
+);
+
 /// virtio-fs devices a snapshot's guest has probed: the most shares a
 /// restored VM can have.
 pub const SHARE_SLOTS: usize = 4;
@@ -141,7 +151,7 @@ fn hex(bytes: &[u8]) -> String {
 /// and initramfs).
 pub fn inputs_for(config: &VmConfig) -> Result<SnapshotInputs, SnapshotError> {
     Ok(SnapshotInputs {
-        vmm_version: env!("CARGO_PKG_VERSION").to_string(),
+        vmm_version: VMM_BUILD.to_string(),
         vcpus: config.vcpus,
         memory_mib: config.memory_mib,
         kernel_digest: digest_file("kernel", &config.kernel)?,

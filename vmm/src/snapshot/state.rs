@@ -25,6 +25,7 @@ pub struct SnapshotState {
 /// What the snapshot was made from; a restore must ask for the same.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotInputs {
+    /// [`VMM_BUILD`](super::VMM_BUILD) of the VMM that made it.
     pub vmm_version: String,
     pub vcpus: u8,
     pub memory_mib: u64,
