@@ -11,7 +11,7 @@ use vmm::jail::pid_namespace::Forked;
 use vmm::{Vm, VmEvent, VmExit};
 use vmrun_sandbox::SandboxDir;
 
-use crate::{supervisor, CliError, Result, VmArgs};
+use crate::{heap, supervisor, CliError, Result, VmArgs};
 
 /// Kernel flag asking the agent to power off once ready.
 const EXIT_WHEN_READY_FLAG: &str = "vmrun.exit_when_ready";
@@ -181,6 +181,7 @@ pub fn boot(args: BootArgs) -> Result<()> {
         }
     }
 
+    heap::use_one_arena();
     let mut vm = Vm::create(&config, std::io::stdout())?;
     if let Some(plan) = &jail {
         vmm::jail::enter(plan)?;

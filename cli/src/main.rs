@@ -10,6 +10,7 @@
 mod boot;
 mod container;
 mod error;
+mod heap;
 mod run;
 mod snapshot;
 mod supervisor;
