@@ -94,7 +94,6 @@ impl RunArgs {
                 bundle.check_sources_inside()?;
             }
             bundle.terminal |= self.tty;
-            self.use_vm_network(&mut bundle);
             return Ok(Some(bundle));
         }
         if let Some(rootfs) = &self.rootfs {
@@ -104,19 +103,9 @@ impl RunArgs {
                 cwd: self.workdir.as_deref(),
                 terminal: self.tty,
             };
-            let mut bundle = bundle::from_rootfs(rootfs, &command)?;
-            self.use_vm_network(&mut bundle);
-            return Ok(Some(bundle));
+            return Ok(Some(bundle::from_rootfs(rootfs, &command)?));
         }
         Ok(None)
-    }
-
-    /// With a network for the VM (--netns, --net), the container runs in
-    /// the guest's network namespace, which has it.
-    fn use_vm_network(&self, bundle: &mut BundleSpec) {
-        if self.netns.is_some() || !self.vm.nets.is_empty() {
-            vmrun_sandbox::guest_spec::use_vm_network(&mut bundle.spec);
-        }
     }
 
     /// The sandbox this run's VM is.

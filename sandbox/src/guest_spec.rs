@@ -112,19 +112,6 @@ pub fn network_request(spec: &Spec) -> NetworkRequest {
     }
 }
 
-/// Puts the container of `spec` in the guest's own network namespace, the
-/// one with the VM's interfaces (a `vmrun run` with a network), instead of
-/// a new empty one.
-pub fn use_vm_network(spec: &mut Spec) {
-    if let Some(mut linux) = spec.linux().clone() {
-        if let Some(mut namespaces) = linux.namespaces().clone() {
-            namespaces.retain(|ns| ns.typ() != LinuxNamespaceType::Network);
-            linux.set_namespaces(Some(namespaces));
-        }
-        spec.set_linux(Some(linux));
-    }
-}
-
 /// Rewrites `spec` (from the bundle at `bundle`) for container
 /// `container_id`. `sandbox_pid` is the guest pid of the pod's sandbox
 /// container when this one joins its namespaces.
@@ -178,14 +165,13 @@ pub fn for_guest(
         if let Some(namespaces) = linux.namespaces().clone() {
             let namespaces: Vec<LinuxNamespace> = namespaces
                 .into_iter()
-                // The pod's network namespace (a host netns file, not a
-                // process's) is the guest's own: the agent gave it the
-                // pod's interfaces, and the sandbox's members join it
-                // through the sandbox's /proc path below.
-                .filter(|ns| {
-                    ns.typ() != LinuxNamespaceType::Network
-                        || !matches!(joined_network(ns), NetworkRequest::Pod(_))
-                })
+                // Every container of the VM lives in the guest's own network
+                // namespace, as in Kata: the VM is the sandbox, and that
+                // namespace holds whatever network the sandbox has (the
+                // pod's interfaces, `vmrun run --net`) or only a loopback,
+                // which is all a new one would hold. A new namespace would
+                // also cost a second or more on a software-KVM host.
+                .filter(|ns| ns.typ() != LinuxNamespaceType::Network)
                 .map(|mut ns| {
                     let guest_path =
                         match (ns.path().as_deref().and_then(proc_namespace), sandbox_pid) {
@@ -318,12 +304,8 @@ mod tests {
             .collect();
         assert_eq!(
             paths,
-            vec![
-                None,
-                Some("/proc/7/ns/net".into()),
-                Some("/proc/7/ns/ipc".into()),
-                None
-            ]
+            vec![None, Some("/proc/7/ns/ipc".into()), None],
+            "the network namespace is the guest's own, the others the sandbox's"
         );
         // The sandbox itself gets fresh namespaces in the guest.
         let guest = for_guest(spec, Path::new("/b"), "sb", None).unwrap();
@@ -339,7 +321,21 @@ mod tests {
     }
 
     #[test]
-    fn the_pods_network_namespace_is_the_guests_own() {
+    fn every_container_lives_in_the_guests_network_namespace() {
+        let kinds = |spec: Spec| -> Vec<LinuxNamespaceType> {
+            let guest = for_guest(spec, Path::new("/b"), "c", None).unwrap();
+            guest
+                .spec
+                .linux()
+                .clone()
+                .unwrap()
+                .namespaces()
+                .clone()
+                .unwrap()
+                .iter()
+                .map(|ns| ns.typ())
+                .collect()
+        };
         let pod = spec(json!({
             "linux": {"namespaces": [
                 {"type": "pid"},
@@ -351,47 +347,18 @@ mod tests {
             network_request(&pod),
             NetworkRequest::Pod("/var/run/netns/cni-1".into())
         );
-        let guest = for_guest(pod, Path::new("/b"), "sb", None).unwrap();
-        let kinds: Vec<LinuxNamespaceType> = guest
-            .spec
-            .linux()
-            .clone()
-            .unwrap()
-            .namespaces()
-            .clone()
-            .unwrap()
-            .iter()
-            .map(|ns| ns.typ())
-            .collect();
-        assert_eq!(kinds, [LinuxNamespaceType::Pid, LinuxNamespaceType::Uts]);
-
-        let own = spec(json!({"linux": {"namespaces": [{"type": "network"}]}}));
-        assert_eq!(network_request(&own), NetworkRequest::Own);
-        let guest = for_guest(own, Path::new("/b"), "c", None).unwrap();
-        let namespaces = guest.spec.linux().clone().unwrap().namespaces().clone();
         assert_eq!(
-            namespaces.unwrap().len(),
-            1,
-            "a new network namespace stays"
+            kinds(pod),
+            [LinuxNamespaceType::Pid, LinuxNamespaceType::Uts]
         );
+
+        let own = spec(json!({"linux": {"namespaces": [{"type": "pid"}, {"type": "network"}]}}));
+        assert_eq!(network_request(&own), NetworkRequest::Own);
+        assert_eq!(kinds(own), [LinuxNamespaceType::Pid]);
 
         let host = spec(json!({"linux": {"namespaces": [{"type": "pid"}]}}));
         assert_eq!(network_request(&host), NetworkRequest::Host);
-
-        let mut run =
-            spec(json!({"linux": {"namespaces": [{"type": "pid"}, {"type": "network"}]}}));
-        use_vm_network(&mut run);
-        assert_eq!(network_request(&run), NetworkRequest::Host);
-        assert_eq!(
-            run.linux()
-                .clone()
-                .unwrap()
-                .namespaces()
-                .clone()
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(kinds(host), [LinuxNamespaceType::Pid]);
     }
 
     #[test]

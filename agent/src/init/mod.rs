@@ -11,7 +11,7 @@ use std::path::Path;
 
 use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
 
-use crate::server::{self, ServeError, ServeOutcome, ServerConfig};
+use crate::server::{AgentServer, ServeError, ServeOutcome, ServerConfig};
 use crate::{sandbox_init, AGENT_VSOCK_PORT};
 use cmdline::AgentOptions;
 use mounts::{mount_all, MountError, SyscallMounter, GUEST_MOUNTS};
@@ -79,15 +79,20 @@ async fn serve_until_done(options: AgentOptions) -> Result<(), InitError> {
             source,
         },
     )?;
-    console::announce_ready().map_err(InitError::Announce)?;
     if options.exit_when_ready {
+        console::announce_ready().map_err(InitError::Announce)?;
         return Ok(());
     }
     let config = ServerConfig {
         template: options.template,
         ..ServerConfig::guest()
     };
-    match server::serve_with(listener.incoming(), config).await? {
+    // Ready only once the container helper runs: a snapshot is taken after
+    // the ready line, and every sandbox restored from it then has the
+    // helper up (starting it costs seconds on a software-KVM host).
+    let server = AgentServer::start(config).await?;
+    console::announce_ready().map_err(InitError::Announce)?;
+    match server.serve(listener.incoming()).await? {
         ServeOutcome::ShutdownRequested => tracing::info!("powering off on request"),
         ServeOutcome::ListenerClosed => tracing::warn!("vsock listener closed, powering off"),
     }

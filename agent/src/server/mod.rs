@@ -77,31 +77,35 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// The guest's: the agent binary is its own container helper.
+    /// The guest's: the agent binary is its own container helper, started
+    /// before the ready line (so a snapshot holds it).
     pub fn guest() -> Self {
         Self {
             containers: ContainerConfig::guest(),
-            prestart_container_helper: false,
+            prestart_container_helper: true,
             template: false,
         }
     }
 }
 
-/// Serves the agent API with the guest's configuration ([`serve_with`]).
+/// Serves the agent API with the guest's configuration ([`serve_with`]),
+/// except that the container helper starts with the first container.
 pub async fn serve<I, IO, IE>(incoming: I) -> Result<ServeOutcome, ServeError>
 where
     I: Stream<Item = Result<IO, IE>>,
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    serve_with(incoming, ServerConfig::guest()).await
+    let config = ServerConfig {
+        prestart_container_helper: false,
+        ..ServerConfig::guest()
+    };
+    serve_with(incoming, config).await
 }
 
 /// Serves the agent API on every connection `incoming` yields, until a
-/// client asks for shutdown or `incoming` ends.
-///
-/// Also reaps all child processes of this process from now on (the agent is
-/// PID 1, so that includes every orphan in the guest).
+/// client asks for shutdown or `incoming` ends ([`AgentServer::start`],
+/// then [`AgentServer::serve`]).
 pub async fn serve_with<I, IO, IE>(
     incoming: I,
     config: ServerConfig,
@@ -111,70 +115,110 @@ where
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    reaper::start().map_err(ServeError::Reaper)?;
+    AgentServer::start(config).await?.serve(incoming).await
+}
 
-    let processes = Arc::new(ProcessTable::default());
-    let mounts: Arc<dyn MountSyscalls> = Arc::new(RealMounts);
-    let engine = Arc::new(LibcontainerEngine::new(
-        StateLayout::new(&config.containers.state_root),
-        config.containers.helper_program.clone(),
-        config.containers.helper_timeout,
-    ));
-    if config.prestart_container_helper {
-        let engine = Arc::clone(&engine);
-        // Detached: errors are logged, the first create retries.
-        drop(tokio::task::spawn_blocking(move || {
-            engine.prestart_helper()
-        }));
+/// The agent's services, set up and waiting for connections.
+pub struct AgentServer {
+    processes: Arc<ProcessTable>,
+    containers: Arc<ContainerManager>,
+    storage: Arc<StorageManager>,
+    template: bool,
+}
+
+impl AgentServer {
+    /// Sets the services up and reaps all child processes of this process
+    /// from now on (the agent is PID 1, so that includes every orphan in
+    /// the guest). With [`ServerConfig::prestart_container_helper`] it
+    /// returns once the helper serves, so that a snapshot taken after the
+    /// ready line holds it; a helper that fails to start is logged and the
+    /// first container starts it again.
+    pub async fn start(config: ServerConfig) -> Result<Self, ServeError> {
+        reaper::start().map_err(ServeError::Reaper)?;
+
+        let processes = Arc::new(ProcessTable::default());
+        let mounts: Arc<dyn MountSyscalls> = Arc::new(RealMounts);
+        let engine = Arc::new(LibcontainerEngine::new(
+            StateLayout::new(&config.containers.state_root),
+            config.containers.helper_program.clone(),
+            config.containers.helper_timeout,
+        ));
+        if config.prestart_container_helper {
+            let engine = Arc::clone(&engine);
+            if let Err(error) = tokio::task::spawn_blocking(move || engine.prestart_helper()).await
+            {
+                tracing::warn!(%error, "starting the container helper did not finish");
+            }
+        }
+        let containers = Arc::new(ContainerManager::new(
+            config.containers,
+            engine,
+            Arc::clone(&mounts),
+            Arc::clone(&processes),
+        ));
+        Ok(Self {
+            processes,
+            containers,
+            storage: Arc::new(StorageManager::new(mounts)),
+            template: config.template,
+        })
     }
-    let containers = Arc::new(ContainerManager::new(
-        config.containers,
-        engine,
-        Arc::clone(&mounts),
-        Arc::clone(&processes),
-    ));
-    let storage = Arc::new(StorageManager::new(mounts));
-    let template = config.template;
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let shutdown_tx = Arc::new(shutdown_tx);
-    let mut stop_serving = shutdown_rx.clone();
-    let mut shutdown_requested = shutdown_rx;
-
-    let serving = Server::builder()
-        .add_service(HealthServer::new(HealthService))
-        .add_service(ProcessServer::new(ProcessService::new(processes)))
-        .add_service(ContainerServer::new(ContainerService::new(containers)))
-        .add_service(StorageServer::new(StorageService::new(Arc::clone(
-            &storage,
-        ))))
-        .add_service(GuestServer::new(GuestService::new(
-            shutdown_tx,
+    /// Serves every connection `incoming` yields, until a client asks for
+    /// shutdown or `incoming` ends.
+    pub async fn serve<I, IO, IE>(self, incoming: I) -> Result<ServeOutcome, ServeError>
+    where
+        I: Stream<Item = Result<IO, IE>>,
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Self {
+            processes,
+            containers,
             storage,
             template,
-        )))
-        .serve_with_incoming_shutdown(incoming, async move {
-            // An error means the flag can no longer change: keep serving.
-            if stop_serving.wait_for(|stop| *stop).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        });
-    tokio::pin!(serving);
-    // Only a bool may be held across awaits: the watch guard is not Send.
-    let shutdown_requested = async move { shutdown_requested.wait_for(|stop| *stop).await.is_ok() };
+        } = self;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shutdown_tx = Arc::new(shutdown_tx);
+        let mut stop_serving = shutdown_rx.clone();
+        let mut shutdown_requested = shutdown_rx;
 
-    tokio::select! {
-        served = &mut serving => {
-            served.map_err(ServeError::Transport)?;
-            Ok(ServeOutcome::ListenerClosed)
-        }
-        true = shutdown_requested => {
-            // Graceful: answers in flight are sent, then connections close.
-            // Open output streams could hold that up forever, hence the grace.
-            if tokio::time::timeout(SHUTDOWN_GRACE, serving).await.is_err() {
-                tracing::debug!("connections still open at shutdown");
+        let serving = Server::builder()
+            .add_service(HealthServer::new(HealthService))
+            .add_service(ProcessServer::new(ProcessService::new(processes)))
+            .add_service(ContainerServer::new(ContainerService::new(containers)))
+            .add_service(StorageServer::new(StorageService::new(Arc::clone(
+                &storage,
+            ))))
+            .add_service(GuestServer::new(GuestService::new(
+                shutdown_tx,
+                storage,
+                template,
+            )))
+            .serve_with_incoming_shutdown(incoming, async move {
+                // An error means the flag can no longer change: keep serving.
+                if stop_serving.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            });
+        tokio::pin!(serving);
+        // Only a bool may be held across awaits: the watch guard is not Send.
+        let shutdown_requested =
+            async move { shutdown_requested.wait_for(|stop| *stop).await.is_ok() };
+
+        tokio::select! {
+            served = &mut serving => {
+                served.map_err(ServeError::Transport)?;
+                Ok(ServeOutcome::ListenerClosed)
             }
-            Ok(ServeOutcome::ShutdownRequested)
+            true = shutdown_requested => {
+                // Graceful: answers in flight are sent, then connections close.
+                // Open output streams could hold that up forever, hence the grace.
+                if tokio::time::timeout(SHUTDOWN_GRACE, serving).await.is_err() {
+                    tracing::debug!("connections still open at shutdown");
+                }
+                Ok(ServeOutcome::ShutdownRequested)
+            }
         }
     }
 }

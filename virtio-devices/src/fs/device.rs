@@ -172,7 +172,13 @@ fn build_server(
 ) -> io::Result<(FsServer, Arc<Mutex<LiveObjects>>)> {
     let fs = PassthroughFs::<()>::new(passthrough.clone())?;
     let live = Arc::new(Mutex::new(LiveObjects::new(limits)));
-    let server = Server::new(GuardedFs::new(fs, read_only, live.clone()));
+    let cache_across_opens = passthrough.cache_policy == CachePolicy::Auto;
+    let server = Server::new(GuardedFs::new(
+        fs,
+        read_only,
+        cache_across_opens,
+        live.clone(),
+    ));
     Ok((server, live))
 }
 

@@ -22,6 +22,7 @@
 
 use std::ffi::CStr;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -41,6 +42,12 @@ use super::policy::{
 pub(crate) struct GuardedFs<F> {
     inner: F,
     read_only: bool,
+    /// Asked for: keep file data cached across opens while the host file
+    /// keeps its size and mtime ([`FsCachePolicy::Auto`](super::FsCachePolicy)).
+    cache_across_opens: bool,
+    /// ... and granted: the guest kernel took FUSE_AUTO_INVAL_DATA at
+    /// FUSE_INIT, so it drops cached data whose file changed on the host.
+    keep_cache: AtomicBool,
     live: Arc<Mutex<LiveObjects>>,
 }
 
@@ -53,12 +60,31 @@ pub(crate) fn lock_live(live: &Mutex<LiveObjects>) -> MutexGuard<'_, LiveObjects
 
 impl<F> GuardedFs<F> {
     /// `inner` behind the policy, counting into `live` (fresh, with the
-    /// share's limits).
-    pub(crate) fn new(inner: F, read_only: bool, live: Arc<Mutex<LiveObjects>>) -> Self {
+    /// share's limits); `cache_across_opens` as the field says.
+    pub(crate) fn new(
+        inner: F,
+        read_only: bool,
+        cache_across_opens: bool,
+        live: Arc<Mutex<LiveObjects>>,
+    ) -> Self {
         GuardedFs {
             inner,
             read_only,
+            cache_across_opens,
+            keep_cache: AtomicBool::new(false),
             live,
+        }
+    }
+
+    /// `options` of an open file, with FOPEN_KEEP_CACHE where granted.
+    /// Without it the guest kernel drops the file's cached pages at every
+    /// open: each exec of a binary on the share would read it again over
+    /// FUSE (seconds per exec under a software KVM, measured).
+    fn open_options(&self, options: OpenOptions) -> OpenOptions {
+        if self.keep_cache.load(Ordering::Relaxed) && !options.contains(OpenOptions::DIRECT_IO) {
+            options | OpenOptions::KEEP_CACHE
+        } else {
+            options
         }
     }
 
@@ -115,7 +141,7 @@ impl<F: FileSystem> GuardedFs<F> {
         match opened {
             Ok((handle, options, passthrough)) => {
                 self.count_handle(&handle);
-                Ok((entry, handle, options, passthrough))
+                Ok((entry, handle, self.open_options(options), passthrough))
             }
             Err(e) => {
                 self.live().forget(entry.inode, 1);
@@ -143,7 +169,18 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
         // lets a request carry up to 1 MiB, which `serve_request`'s message
         // limit admits.
         let transfer_size = capable & (FsOptions::MAX_PAGES | FsOptions::BIG_WRITES);
-        Ok(self.inner.init(capable)? | transfer_size)
+        // Cached data may outlive an open only if the kernel invalidates it
+        // when a refreshed attribute shows another mtime (it always does on
+        // another size): then a host change is seen within the attribute
+        // timeout, as metadata changes are.
+        let auto_inval = self.cache_across_opens && capable.contains(FsOptions::AUTO_INVAL_DATA);
+        self.keep_cache.store(auto_inval, Ordering::Relaxed);
+        let auto_inval = if auto_inval {
+            FsOptions::AUTO_INVAL_DATA
+        } else {
+            FsOptions::empty()
+        };
+        Ok(self.inner.init(capable)? | transfer_size | auto_inval)
     }
 
     fn destroy(&self) {
@@ -337,9 +374,9 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
     ) -> io::Result<OpenReply<F::Handle>> {
         check_open_flags(flags, self.read_only)?;
         self.live().check_handle_room()?;
-        let reply = self.inner.open(ctx, inode, flags, fuse_flags)?;
-        self.count_handle(&reply.0);
-        Ok(reply)
+        let (handle, options, passthrough) = self.inner.open(ctx, inode, flags, fuse_flags)?;
+        self.count_handle(&handle);
+        Ok((handle, self.open_options(options), passthrough))
     }
 
     fn create(

@@ -98,9 +98,12 @@ pub enum FsCachePolicy {
     /// No data caching, no entry/attribute caching: the host may change the
     /// share at any time.
     Never,
-    /// Close-to-open consistency with 1 s entry/attribute timeouts: the
-    /// right choice for a container rootfs the host does not modify while
-    /// the guest runs but may inspect.
+    /// 1 s entry/attribute timeouts; file data stays cached across opens
+    /// until a refreshed attribute shows the host file with another size or
+    /// mtime (FUSE_AUTO_INVAL_DATA), so a host change is seen within about
+    /// a second. The right choice for a container rootfs the host does not
+    /// modify while the guest runs but may inspect: an exec does not read
+    /// its binary again.
     #[default]
     Auto,
     /// The guest keeps cached data across opens and caches metadata for a

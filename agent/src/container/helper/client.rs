@@ -2,7 +2,7 @@
 //! ahead of time), sends it one request at a time, and registers the pid
 //! it reports with the reaper before letting its worker exit.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -15,7 +15,8 @@ use tokio::sync::oneshot;
 use tracing::level_filters::LevelFilter;
 
 use super::protocol::{
-    encode, receive, send, seqpacket_pair, FailureKind, HelperReply, HelperRequest, ACK,
+    encode, receive, send, seqpacket_pair, FailureKind, HelperReply, HelperRequest, Received, ACK,
+    READY,
 };
 use super::server::HELPER_LOG_ENV;
 use super::HELPER_ARG;
@@ -41,11 +42,12 @@ struct RunningHelper {
 
 impl RunningHelper {
     fn is_alive(&mut self) -> bool {
-        matches!(
-            self.exit.try_recv(),
-            Err(oneshot::error::TryRecvError::Empty)
-        )
+        is_alive(&mut self.exit)
     }
+}
+
+fn is_alive(exit: &mut oneshot::Receiver<ProcessExit>) -> bool {
+    matches!(exit.try_recv(), Err(oneshot::error::TryRecvError::Empty))
 }
 
 /// The container helper as the agent sees it.
@@ -103,7 +105,12 @@ impl HelperClient {
         drop(theirs);
         drop(stdio);
 
-        let reply = match self.wait_for_reply(helper, &ours) {
+        let reply =
+            wait_for_message(ours.as_fd(), &mut helper.exit, self.timeout).and_then(|message| {
+                serde_json::from_slice::<HelperReply>(&message.bytes)
+                    .map_err(|error| WaitError::Protocol(format!("malformed reply: {error}")))
+            });
+        let reply = match reply {
             Ok(reply) => reply,
             Err(WaitError::Died) => {
                 *running = None;
@@ -175,44 +182,67 @@ impl HelperClient {
         })
         .map_err(|error| format!("cannot start {}: {error}", self.program.display()))?;
         let pid = reaper::pid_of(&child);
-        tracing::debug!(%pid, "container helper started");
-        Ok(RunningHelper { control, pid, exit })
+        let mut helper = RunningHelper { control, pid, exit };
+        // Until it says so the helper may still be loading; a helper started
+        // ahead of time must be serving when the agent goes on (a snapshot
+        // then holds it ready).
+        let ready = wait_for_message(helper.control.as_fd(), &mut helper.exit, self.timeout)
+            .and_then(|message| match message.bytes.as_slice() {
+                READY => Ok(()),
+                _ => Err(WaitError::Protocol(
+                    "its first message was not READY".into(),
+                )),
+            });
+        match ready {
+            Ok(()) => {
+                tracing::debug!(%pid, "container helper ready");
+                Ok(helper)
+            }
+            Err(WaitError::Died) => Err("it exited while starting".into()),
+            Err(WaitError::Timeout) => {
+                kill(pid);
+                Err(format!(
+                    "it did not get ready within {} s",
+                    self.timeout.as_secs()
+                ))
+            }
+            Err(WaitError::Protocol(reason)) => {
+                kill(pid);
+                Err(reason)
+            }
+        }
     }
+}
 
-    fn wait_for_reply(
-        &self,
-        helper: &mut RunningHelper,
-        reply_socket: &OwnedFd,
-    ) -> Result<HelperReply, WaitError> {
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            let mut poll_fds = [PollFd::new(reply_socket.as_fd(), PollFlags::POLLIN)];
-            let step = PollTimeout::try_from(LIVENESS_CHECK).unwrap_or(PollTimeout::MAX);
-            match poll(&mut poll_fds, step) {
-                Ok(0) | Err(nix::errno::Errno::EINTR) => {}
-                Ok(_) => {
-                    return match receive(reply_socket.as_fd()) {
-                        Ok(Some(message)) => {
-                            serde_json::from_slice(&message.bytes).map_err(|error| {
-                                WaitError::Protocol(format!("malformed reply: {error}"))
-                            })
-                        }
-                        Ok(None) => Err(WaitError::Protocol(
-                            "it closed the request without answering".into(),
-                        )),
-                        Err(errno) => Err(WaitError::Protocol(format!(
-                            "cannot read the reply: {errno}"
-                        ))),
-                    }
+/// Waits for one message on `socket`, checking every [`LIVENESS_CHECK`]
+/// that the helper (whose exit is `exit`) still lives.
+fn wait_for_message(
+    socket: BorrowedFd<'_>,
+    exit: &mut oneshot::Receiver<ProcessExit>,
+    timeout: Duration,
+) -> Result<Received, WaitError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut poll_fds = [PollFd::new(socket, PollFlags::POLLIN)];
+        let step = PollTimeout::try_from(LIVENESS_CHECK).unwrap_or(PollTimeout::MAX);
+        match poll(&mut poll_fds, step) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) => {
+                return match receive(socket) {
+                    Ok(Some(message)) => Ok(message),
+                    Ok(None) => Err(WaitError::Protocol(
+                        "it closed the socket without answering".into(),
+                    )),
+                    Err(errno) => Err(WaitError::Protocol(format!("cannot read: {errno}"))),
                 }
-                Err(errno) => return Err(WaitError::Protocol(format!("poll: {errno}"))),
             }
-            if !helper.is_alive() {
-                return Err(WaitError::Died);
-            }
-            if Instant::now() >= deadline {
-                return Err(WaitError::Timeout);
-            }
+            Err(errno) => return Err(WaitError::Protocol(format!("poll: {errno}"))),
+        }
+        if !is_alive(exit) {
+            return Err(WaitError::Died);
+        }
+        if Instant::now() >= deadline {
+            return Err(WaitError::Timeout);
         }
     }
 }

@@ -24,6 +24,11 @@ const MAX_FDS: usize = 4;
 /// registered the pid it reported.
 pub const ACK: &[u8] = b"A";
 
+/// The one-byte message the helper sends on its control socket once it
+/// serves requests, so that a helper started ahead of time is really up
+/// (in a snapshot, say) before the agent goes on.
+pub const READY: &[u8] = b"R";
+
 /// Something libcontainer should build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HelperOp {

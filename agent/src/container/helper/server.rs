@@ -14,7 +14,9 @@ use nix::sys::signal::{signal, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 
-use super::protocol::{encode, receive, send, FailureKind, HelperReply, HelperRequest, Received};
+use super::protocol::{
+    encode, receive, send, FailureKind, HelperReply, HelperRequest, Received, READY,
+};
 use super::worker;
 
 /// Environment variable with the helper's log level (as the agent's).
@@ -34,6 +36,10 @@ pub fn run_helper() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(errno) = send(control.as_fd(), READY, &[]) {
+        tracing::error!(%errno, "container helper: cannot say it is ready");
+        return ExitCode::FAILURE;
+    }
     loop {
         match receive(control.as_fd()) {
             Ok(Some(message)) => serve_one(message),

@@ -109,12 +109,17 @@ impl FuseDriver<'_> {
     }
 
     pub(crate) fn open(&mut self, ino: u64, flags: i32) -> Result<u64, i32> {
+        self.open_out(ino, flags).map(|out| out.fh)
+    }
+
+    /// OPEN's whole reply: the handle and the FOPEN_* flags.
+    pub(crate) fn open_out(&mut self, ino: u64, flags: i32) -> Result<OpenOut, i32> {
         let open = OpenIn {
             flags: flags as u32,
             fuse_flags: 0,
         };
         let reply = self.call(Opcode::Open, ino, open.as_slice()).ok()?;
-        Ok(obj::<OpenOut>(&reply).fh)
+        Ok(obj::<OpenOut>(&reply))
     }
 
     pub(crate) fn opendir(&mut self, ino: u64) -> Result<u64, i32> {

@@ -300,6 +300,39 @@ fn cache_policy_sets_timeouts() {
 }
 
 #[test]
+fn auto_keeps_file_data_across_opens_only_where_the_kernel_invalidates_changes() {
+    const KEEP_CACHE: u32 = 1 << 1; // FOPEN_KEEP_CACHE
+    const DIRECT_IO: u32 = 1 << 0; // FOPEN_DIRECT_IO
+    let auto_inval = FsOptions::AUTO_INVAL_DATA.bits() as u32;
+    // (policy, kernel offers AUTO_INVAL_DATA, server takes it, open flags)
+    for (cache, offered, taken, open_flags) in [
+        (FsCachePolicy::Auto, true, true, KEEP_CACHE),
+        // Without invalidation on change, cached data would go stale.
+        (FsCachePolicy::Auto, false, false, 0),
+        (FsCachePolicy::Never, true, false, DIRECT_IO),
+        (FsCachePolicy::Always, false, false, KEEP_CACHE),
+    ] {
+        let (dir, mut dev) = share(FsConfig {
+            cache,
+            ..FsConfig::default()
+        });
+        fs::write(dir.as_path().join("f"), b"data").unwrap();
+        let mem = test_mem();
+        let mut drv = FuseDriver::activate(&mem, &mut dev);
+        let init = drv.init_with(if offered { auto_inval } else { 0 });
+        assert_eq!(init.flags & auto_inval != 0, taken, "{cache:?}");
+        let f = drv.lookup(ROOT, b"f").unwrap();
+        let out = drv.open_out(f.nodeid, libc::O_RDONLY).unwrap();
+        assert_eq!(
+            out.open_flags & (KEEP_CACHE | DIRECT_IO),
+            open_flags,
+            "{cache:?}, AUTO_INVAL_DATA offered: {offered}"
+        );
+        dev.reset();
+    }
+}
+
+#[test]
 fn several_devices_serve_their_own_directories() {
     let (dir_a, mut dev_a) = share(FsConfig::default());
     let (dir_b, mut dev_b) = share(FsConfig::default());
