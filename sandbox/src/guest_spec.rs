@@ -276,6 +276,19 @@ mod tests {
         );
     }
 
+    /// The namespaces of `spec` rewritten for the guest, for container "c".
+    fn guest_namespaces(spec: Spec, sandbox_pid: Option<u32>) -> Vec<LinuxNamespace> {
+        let guest = for_guest(spec, Path::new("/b"), "c", sandbox_pid).unwrap();
+        guest
+            .spec
+            .linux()
+            .clone()
+            .unwrap()
+            .namespaces()
+            .clone()
+            .unwrap()
+    }
+
     #[test]
     fn namespaces_of_host_pids_name_the_sandbox_in_the_guest() {
         let spec = spec(json!({
@@ -290,15 +303,7 @@ mod tests {
             network_request(&spec),
             NetworkRequest::Process("/proc/4242/ns/net".into())
         );
-        let guest = for_guest(spec.clone(), Path::new("/b"), "c2", Some(7)).unwrap();
-        let paths: Vec<Option<PathBuf>> = guest
-            .spec
-            .linux()
-            .as_ref()
-            .unwrap()
-            .namespaces()
-            .clone()
-            .unwrap()
+        let paths: Vec<Option<PathBuf>> = guest_namespaces(spec.clone(), Some(7))
             .iter()
             .map(|ns| ns.path().clone())
             .collect();
@@ -308,30 +313,15 @@ mod tests {
             "the network namespace is the guest's own, the others the sandbox's"
         );
         // The sandbox itself gets fresh namespaces in the guest.
-        let guest = for_guest(spec, Path::new("/b"), "sb", None).unwrap();
-        let namespaces = guest
-            .spec
-            .linux()
-            .clone()
-            .unwrap()
-            .namespaces()
-            .clone()
-            .unwrap();
-        assert!(namespaces.iter().all(|ns| ns.path().is_none()));
+        assert!(guest_namespaces(spec, None)
+            .iter()
+            .all(|ns| ns.path().is_none()));
     }
 
     #[test]
     fn every_container_lives_in_the_guests_network_namespace() {
         let kinds = |spec: Spec| -> Vec<LinuxNamespaceType> {
-            let guest = for_guest(spec, Path::new("/b"), "c", None).unwrap();
-            guest
-                .spec
-                .linux()
-                .clone()
-                .unwrap()
-                .namespaces()
-                .clone()
-                .unwrap()
+            guest_namespaces(spec, None)
                 .iter()
                 .map(|ns| ns.typ())
                 .collect()

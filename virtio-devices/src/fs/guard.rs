@@ -173,14 +173,13 @@ impl<F: FileSystem> FileSystem for GuardedFs<F> {
         // when a refreshed attribute shows another mtime (it always does on
         // another size): then a host change is seen within the attribute
         // timeout, as metadata changes are.
-        let auto_inval = self.cache_across_opens && capable.contains(FsOptions::AUTO_INVAL_DATA);
-        self.keep_cache.store(auto_inval, Ordering::Relaxed);
-        let auto_inval = if auto_inval {
-            FsOptions::AUTO_INVAL_DATA
-        } else {
-            FsOptions::empty()
-        };
-        Ok(self.inner.init(capable)? | transfer_size | auto_inval)
+        let keep_cache = self.cache_across_opens && capable.contains(FsOptions::AUTO_INVAL_DATA);
+        self.keep_cache.store(keep_cache, Ordering::Relaxed);
+        let mut wanted = self.inner.init(capable)? | transfer_size;
+        if keep_cache {
+            wanted |= FsOptions::AUTO_INVAL_DATA;
+        }
+        Ok(wanted)
     }
 
     fn destroy(&self) {
