@@ -66,7 +66,10 @@ pub struct VmArgs {
     /// Extra kernel command-line words.
     #[arg(long = "cmdline", value_name = "WORDS")]
     cmdline: Vec<String>,
-    /// Share a host directory over virtio-fs (guest: `mount -t virtiofs TAG DIR`).
+    /// Share a host directory over virtio-fs. `vmrun run` mounts it in the
+    /// guest at /mnt/TAG (read-only with :ro). A VM restored from a snapshot
+    /// knows its shares by slot (`vmrun-fs0`, `vmrun-fs1`, ... in order), a
+    /// cold-booted one (--snapshot off) by TAG: `mount -t virtiofs TAG DIR`.
     #[arg(long = "share", value_name = "TAG=DIR[:ro]", value_parser = parse_share)]
     shares: Vec<SharedDir>,
     /// Attach a raw disk image as virtio-blk (/dev/vda, /dev/vdb, ...).
@@ -112,6 +115,19 @@ fn parse_share(value: &str) -> Result<SharedDir, String> {
         .split_once('=')
         .filter(|(tag, dir)| !tag.is_empty() && !dir.is_empty())
         .ok_or_else(|| format!("{value:?}: expected TAG=DIR[:ro]"))?;
+    // The tag names the guest's mount point /mnt/TAG, and virtio-fs tags
+    // are at most 36 bytes.
+    let plain = tag.len() <= 36
+        && tag != "."
+        && tag != ".."
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !plain {
+        return Err(format!(
+            "{value:?}: the tag {tag:?} must be 1-36 letters, digits, '-', '_' or '.' (not . or ..)"
+        ));
+    }
     Ok(SharedDir::new(tag, dir, read_only))
 }
 
@@ -237,6 +253,9 @@ mod tests {
         );
         assert!(!parse_share("data=/srv").unwrap().read_only);
         assert!(parse_share("/srv").unwrap_err().contains("TAG=DIR"));
+        assert!(parse_share("a/b=/srv").unwrap_err().contains("\"a/b\""));
+        assert!(parse_share("..=/srv").is_err());
+        assert!(parse_share(&format!("{}=/srv", "t".repeat(37))).is_err());
         assert!(parse_share("=/srv").is_err());
         let disk = parse_disk("/img.raw:ro").unwrap();
         assert!(disk.read_only);

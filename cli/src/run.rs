@@ -11,7 +11,8 @@ use clap::Args;
 use nix::sys::signal::Signal;
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{signal, SignalKind};
-use vmrun_agent::client::{AgentClient, ClientError, ExecCommand, ExecId};
+use vm_config::SharedDir;
+use vmrun_agent::client::{AgentClient, ClientError, ExecCommand, ExecId, StorageMount};
 use vmrun_sandbox::bundle::{self, BundleSpec, RootfsCommand};
 use vmrun_sandbox::host_mounts::HostMounts;
 use vmrun_sandbox::{Sandbox, SandboxConfig, SandboxDir};
@@ -251,6 +252,7 @@ async fn launch(
     sandbox: &Sandbox,
     mounts: &mut HostMounts,
 ) -> Result<Result<Launched, i32>> {
+    mount_user_shares(&args.vm.shares, sandbox.agent()).await?;
     match container {
         Some(bundle) => {
             let id = format!("vmrun-{}", std::process::id());
@@ -260,6 +262,27 @@ async fn launch(
         }
         None => exec_command(args, sandbox.agent()).await,
     }
+}
+
+/// Where `vmrun run` mounts each `--share TAG=DIR` in the guest: the tag a
+/// user gave means nothing to a guest restored from a snapshot (its
+/// virtio-fs devices are slots), so the agent, which maps tags onto slots,
+/// mounts them.
+const USER_SHARES_DIR: &str = "/mnt";
+
+async fn mount_user_shares(shares: &[SharedDir], agent: &AgentClient) -> Result<()> {
+    for share in shares {
+        let mut mount =
+            StorageMount::virtiofs(&share.tag, format!("{USER_SHARES_DIR}/{}", share.tag));
+        if share.read_only {
+            mount = mount.read_only();
+        }
+        agent
+            .mount_storage(mount)
+            .await
+            .map_err(CliError::agent("mount a --share in the guest"))?;
+    }
+    Ok(())
 }
 
 fn listen(kind: SignalKind) -> Result<tokio::signal::unix::Signal> {

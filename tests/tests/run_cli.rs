@@ -159,6 +159,45 @@ fn unknown_command_exits_127_like_a_shell() {
     assert!(done.stderr.contains("/no/such/program"), "{done:?}");
 }
 
+/// `--share TAG=DIR` is mounted in the guest at /mnt/TAG (the VM is
+/// restored from the snapshot, whose virtio-fs devices are slots): the
+/// command reads the host's files there, and with `:ro` cannot write them.
+#[test]
+fn shares_are_mounted_at_mnt_tag() {
+    let dir = std::env::temp_dir().join(format!("vmrun-run-cli-share-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hello"), "from the host\n").unwrap();
+    let share = format!("data={}:ro", dir.display());
+    let done = run(
+        Command::new(vmrun_bin()).args([
+            "run",
+            "--share",
+            &share,
+            "--",
+            "sh",
+            "-c",
+            "cat /mnt/data/hello; echo x > /mnt/data/new || echo refused",
+        ]),
+        BOOT_DEADLINE,
+    );
+    assert_eq!(done.status.code(), Some(0), "{done:?}");
+    assert_eq!(done.stdout, "from the host\nrefused\n", "{done:?}");
+    assert!(!dir.join("new").exists(), "a read-only share was written");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A tag that cannot name a guest directory is refused before any VM starts.
+#[test]
+fn a_share_tag_with_a_slash_is_refused() {
+    let done = run(
+        Command::new(vmrun_bin()).args(["run", "--share", "a/b=/tmp", "--", "true"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(done.status.code(), Some(2), "{done:?}");
+    assert!(done.stderr.contains("\"a/b\""), "{done:?}");
+}
+
 /// The console log cap the flood test sets: small, since the serial port
 /// moves only ~10 KB/s under a software KVM.
 const CONSOLE_LOG_CAP: u64 = 64 << 10;
