@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use virtio_devices::fs::MAX_TAG_LEN;
 use vm_config::{CompatMode, Disk, NetConfig, SharedDir, SnapshotUse, TokenBucket, VmConfig};
 
 pub use error::{CliError, Result};
@@ -115,9 +116,9 @@ fn parse_share(value: &str) -> Result<SharedDir, String> {
         .split_once('=')
         .filter(|(tag, dir)| !tag.is_empty() && !dir.is_empty())
         .ok_or_else(|| format!("{value:?}: expected TAG=DIR[:ro]"))?;
-    // The tag names the guest's mount point /mnt/TAG, and virtio-fs tags
-    // are at most 36 bytes.
-    let plain = tag.len() <= 36
+    // The tag names the guest's mount point /mnt/TAG, and must fit the
+    // virtio-fs device's config space.
+    let plain = tag.len() <= MAX_TAG_LEN
         && tag != "."
         && tag != ".."
         && tag
@@ -125,7 +126,7 @@ fn parse_share(value: &str) -> Result<SharedDir, String> {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if !plain {
         return Err(format!(
-            "{value:?}: the tag {tag:?} must be 1-36 letters, digits, '-', '_' or '.' (not . or ..)"
+            "{value:?}: the tag {tag:?} must be 1-{MAX_TAG_LEN} letters, digits, '-', '_' or '.' (not . or ..)"
         ));
     }
     Ok(SharedDir::new(tag, dir, read_only))
@@ -255,7 +256,7 @@ mod tests {
         assert!(parse_share("/srv").unwrap_err().contains("TAG=DIR"));
         assert!(parse_share("a/b=/srv").unwrap_err().contains("\"a/b\""));
         assert!(parse_share("..=/srv").is_err());
-        assert!(parse_share(&format!("{}=/srv", "t".repeat(37))).is_err());
+        assert!(parse_share(&format!("{}=/srv", "t".repeat(MAX_TAG_LEN + 1))).is_err());
         assert!(parse_share("=/srv").is_err());
         let disk = parse_disk("/img.raw:ro").unwrap();
         assert!(disk.read_only);
