@@ -8,6 +8,7 @@ pub mod root;
 
 use std::io;
 use std::path::Path;
+use std::time::Duration;
 
 use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
 
@@ -65,11 +66,33 @@ pub fn run() -> Result<(), InitError> {
 
     // One thread: the guest has few vCPUs and every thread costs start-up
     // time; blocking work (fork+exec) goes to tokio's blocking pool.
+    one_malloc_arena();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // A blocking thread stays once started: one the snapshot holds (it
+        // started the container helper) then serves every restored
+        // sandbox, which neither pays for a new thread under emulation nor
+        // writes that thread's fresh pages (its own copy on the host).
+        .thread_keep_alive(BLOCKING_THREAD_KEEP_ALIVE)
         .build()
         .map_err(InitError::Runtime)?;
     runtime.block_on(serve_until_done(options))
+}
+
+/// How long an idle thread of the blocking pool waits for work before it
+/// ends (tokio's default is 10 s).
+const BLOCKING_THREAD_KEEP_ALIVE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// One malloc arena for the agent. glibc gives each thread that allocates
+/// an arena of its own, whose first pages a restored sandbox then writes
+/// afresh: on the host each is a private copy of a snapshot page, in the
+/// guest a page fault that costs milliseconds under emulation. The agent's
+/// threads allocate little and rarely at once, so one lock costs nothing.
+fn one_malloc_arena() {
+    // SAFETY: mallopt takes two integers and only changes malloc's tuning.
+    if unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) } != 1 {
+        tracing::debug!("mallopt(M_ARENA_MAX) refused: threads keep their own arenas");
+    }
 }
 
 async fn serve_until_done(options: AgentOptions) -> Result<(), InitError> {
