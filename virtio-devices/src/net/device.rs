@@ -49,6 +49,8 @@ pub struct NetDevice {
     /// Guest to tap, likewise.
     tx_limiter: LimiterStore,
     wakeups: WakeCount,
+    /// Whether the driver activated the device (until it resets it).
+    active: bool,
     worker: Option<Worker<(Buffers, Limiters)>>,
 }
 
@@ -69,10 +71,13 @@ impl NetDevice {
             config,
             avail_features: BASE_FEATURES | offload_features(offloads),
             acked_features: 0,
-            buffers: Some(Buffers::new()),
+            // Made at the first activation with a tap: a spare slot never
+            // needs them.
+            buffers: None,
             rx_limiter: LimiterStore::unlimited(),
             tx_limiter: LimiterStore::unlimited(),
             wakeups: WakeCount::default(),
+            active: false,
             worker: None,
         })
     }
@@ -191,21 +196,27 @@ impl VirtioDevice for NetDevice {
         queues: Vec<Queue>,
         queue_events: Vec<EventFd>,
     ) -> Result<(), ActivateError> {
-        if self.worker.is_some() {
+        if self.active {
             return Err(ActivateError::AlreadyActive);
         }
         let ([rxq, txq], [rx_evt, tx_evt]) = exact_queues::<2>(queues, queue_events)?;
-        if let Some(tap) = &self.tap {
-            // What the guest can receive: the tap checksums and segments
-            // everything else before handing it over.
-            let offloads = tun_offloads(self.acked_features);
-            tap.set_offloads(offloads).map_err(|e| {
-                ActivateError::Backend(format!(
-                    "tap {}: TUNSETOFFLOAD {offloads:#x}: {e}",
-                    tap.name()
-                ))
-            })?;
-        }
+        let Some(tap) = &self.tap else {
+            // A spare slot: its link is down, so nothing ever arrives and
+            // the guest sends nothing; a worker would only sit there, its
+            // thread and buffers memory of every sandbox. Kicks the guest
+            // makes anyway only count up in their eventfds.
+            self.active = true;
+            return Ok(());
+        };
+        // What the guest can receive: the tap checksums and segments
+        // everything else before handing it over.
+        let offloads = tun_offloads(self.acked_features);
+        tap.set_offloads(offloads).map_err(|e| {
+            ActivateError::Backend(format!(
+                "tap {}: TUNSETOFFLOAD {offloads:#x}: {e}",
+                tap.name()
+            ))
+        })?;
         // A worker that panicked kept its limiters and buffers: new ones.
         let rx = self.rx_limiter.lend().map_err(ActivateError::Worker)?;
         let tx = match self.tx_limiter.lend() {
@@ -233,10 +244,12 @@ impl VirtioDevice for NetDevice {
         })
         .map_err(ActivateError::Worker)?;
         self.worker = Some(worker);
+        self.active = true;
         Ok(())
     }
 
     fn reset(&mut self) {
+        self.active = false;
         if let Some(worker) = self.worker.take() {
             let (buffers, limiters) = worker.stop().unzip();
             self.buffers = buffers;
