@@ -234,7 +234,7 @@ impl VirtioDevice for NetDevice {
             txq,
             rx_evt,
             tx_evt,
-            tap: self.tap.clone(),
+            tap: Arc::clone(tap),
             acked: self.acked_features,
             wakeups: self.wakeups.clone(),
         };

@@ -52,9 +52,9 @@ pub(crate) struct NetWorker {
     pub(crate) txq: Queue,
     pub(crate) rx_evt: EventFd,
     pub(crate) tx_evt: EventFd,
-    /// `None` for a slot bound to no tap (a snapshot's spare interface):
-    /// what the guest sends goes nowhere, nothing is received.
-    pub(crate) tap: Option<Arc<Tap>>,
+    /// A slot bound to no tap (a snapshot's spare interface) runs no
+    /// worker at all (see `NetDevice::activate`).
+    pub(crate) tap: Arc<Tap>,
     /// The features the driver accepted.
     pub(crate) acked: u64,
     /// Counts the worker's wake-ups.
@@ -150,11 +150,7 @@ impl NetWorker {
             bufs,
             limiters,
             rx_pending: None,
-            tap: if self.tap.is_some() {
-                TapReading::On
-            } else {
-                TapReading::Gone
-            },
+            tap: TapReading::On,
             tap_hung_up: false,
         };
         // Chains may be waiting already (a restored driver does not kick
@@ -207,13 +203,11 @@ impl NetWorker {
                 EpollEvent::new(EventSet::IN, token),
             )?;
         }
-        if let Some(tap) = &self.tap {
-            epoll.ctl(
-                ControlOperation::Add,
-                tap.as_raw_fd(),
-                EpollEvent::new(TAP_EVENTS, TOKEN_TAP),
-            )?;
-        }
+        epoll.ctl(
+            ControlOperation::Add,
+            self.tap.as_raw_fd(),
+            EpollEvent::new(TAP_EVENTS, TOKEN_TAP),
+        )?;
         Ok(epoll)
     }
 
@@ -263,15 +257,13 @@ impl NetWorker {
             served += 1;
             match gathered {
                 Ok(len) => {
-                    if let Some(tap) = &self.tap {
-                        // A tap that cannot take a frame now drops it, as a
-                        // NIC with a full queue would.
-                        if let Err(e) = tap.write_packet(&packet[..len]) {
-                            debug!(
-                                "virtio-net: {}: dropping a {len}-byte frame: {e}",
-                                tap.name()
-                            );
-                        }
+                    // A tap that cannot take a frame now drops it, as a NIC
+                    // with a full queue would.
+                    if let Err(e) = self.tap.write_packet(&packet[..len]) {
+                        debug!(
+                            "virtio-net: {}: dropping a {len}-byte frame: {e}",
+                            self.tap.name()
+                        );
                     }
                 }
                 Err(e) => debug!("virtio-net: dropping a malformed transmit chain: {e}"),
@@ -294,9 +286,7 @@ impl NetWorker {
     /// come or the limiter's timer fires). Returns whether any buffer was
     /// returned.
     fn process_rx(&mut self, epoll: &Epoll, state: &mut State) -> bool {
-        let Some(tap) = self.tap.clone() else {
-            return false;
-        };
+        let tap = self.tap.clone();
         let mergeable = self.acked & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
         let mut used = false;
         for _ in 0..self.rxq.size() {
