@@ -51,32 +51,51 @@ fn unescape_octal(field: &str) -> String {
 /// Unmounts everything mounted below `dir`, deepest first. Each mount
 /// point is opened beneath `dir` without following symlinks (the guest may
 /// have put some in the share) and unmounted through that descriptor.
+///
+/// Another cleaner may be at work on the same tree: when a shim dies,
+/// containerd runs `shim delete` for the sandbox and for each pod member at
+/// once, and a member's cleanup removes its part of the share while this
+/// one walks it. A point gone by the time it is reached is done; a point
+/// that fails does not stop the others, so as little as possible is left.
 pub fn unmount_under(dir: &Path) -> Result<()> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(SandboxError::host("read /proc/self/mountinfo"))?;
-    let mut points: Vec<PathBuf> = mount_points(&mountinfo)
+    let points: Vec<PathBuf> = mount_points(&mountinfo)
         .map(PathBuf::from)
         .filter_map(|point| point.strip_prefix(dir).ok().map(Path::to_path_buf))
         .filter(|relative| !relative.as_os_str().is_empty())
         .collect();
+    unmount_points(dir, points)
+}
+
+/// Unmounts `points` (relative to `dir`), children before their parents.
+fn unmount_points(dir: &Path, mut points: Vec<PathBuf>) -> Result<()> {
     if points.is_empty() {
         return Ok(());
     }
-    let root =
-        mount_api::open_dir(dir).map_err(SandboxError::sys(format!("open {}", dir.display())))?;
+    let root = match mount_api::open_dir(dir) {
+        Ok(root) => root,
+        Err(nix::Error::ENOENT) => return Ok(()),
+        Err(e) => return Err(SandboxError::sys(format!("open {}", dir.display()))(e)),
+    };
     // Children sort after their parents; a point mounted twice is
     // unmounted twice.
     points.sort();
+    let mut first_error = None;
     for point in points.iter().rev() {
-        let what = || format!("unmount {}", dir.join(point).display());
-        let mount = mount_api::open_beneath_across_mounts(root.as_fd(), point, libc::O_PATH)
-            .map_err(|e| SandboxError::sys(what())(e))?;
-        match mount_api::unmount_fd(mount.as_fd()) {
+        let unmounted = mount_api::open_beneath_across_mounts(root.as_fd(), point, libc::O_PATH)
+            .and_then(|mount| mount_api::unmount_fd(mount.as_fd()));
+        match unmounted {
+            // Done, not a mount point (any more), or gone.
             Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
-            Err(e) => return Err(SandboxError::sys(what())(e)),
+            Err(e) => {
+                let what = format!("unmount {}", dir.join(point).display());
+                tracing::warn!("{what}: {e}");
+                first_error.get_or_insert(SandboxError::sys(what)(e));
+            }
         }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]
@@ -89,5 +108,27 @@ mod tests {
                     37 35 0:5 / /run/vmrun/ns/sb rw - tmpfs tmpfs rw\n";
         let points: Vec<String> = mount_points(text).collect();
         assert_eq!(points, vec!["/mnt/with space", "/run/vmrun/ns/sb"]);
+    }
+
+    /// A point another cleaner already removed (listed in mountinfo, gone
+    /// by the time it is opened) does not keep its parent mounted.
+    #[test]
+    fn a_point_removed_meanwhile_does_not_keep_its_parent_mounted() {
+        use nix::mount::{mount, MsFlags};
+        let dir = std::env::temp_dir().join(format!("vmrun-mi-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("shared")).unwrap();
+        mount(
+            Some("tmpfs"),
+            &dir.join("shared"),
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        let points = vec![PathBuf::from("shared"), PathBuf::from("shared/c1/rootfs")];
+        unmount_points(&dir, points).unwrap();
+        assert!(!has_mounts_under(&dir).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

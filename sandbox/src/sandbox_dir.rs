@@ -169,7 +169,11 @@ fn remove_unmounted(path: &Path) -> Result<()> {
             path.display()
         )));
     }
-    std::fs::remove_dir_all(path).map_err(SandboxError::host(format!("remove {}", path.display())))
+    match std::fs::remove_dir_all(path) {
+        // Another cleaner (see `unmount_under`) got there first.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        result => result.map_err(SandboxError::host(format!("remove {}", path.display()))),
+    }
 }
 
 /// Removes every `vm-<pid>` directory under `root` whose process no longer
