@@ -55,13 +55,16 @@ cd "$root"
 LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
 RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --quiet --release --locked -p vmrun-agent --features device-cgroup --target x86_64-unknown-linux-gnu
-cargo build --quiet --release --locked -p vmrun -p rootfs-builder -p containerd-shim-vmrun-v2
+cargo build --quiet --release --locked -p vmrun -p vmrun-vmm -p rootfs-builder -p containerd-shim-vmrun-v2
 target=${CARGO_TARGET_DIR:-$root/target}
 "$target/release/rootfs-builder" initramfs \
     --agent "$target/x86_64-unknown-linux-gnu/release/vmrun-agent" \
     --busybox /bin/busybox \
     --output "$share/initramfs.cpio"
 install -m 0755 "$target/release/vmrun" "$bindir/vmrun"
+# The VMM process of every sandbox; `vmrun` and the shim run the one next
+# to them.
+install -m 0755 "$target/release/vmrun-vmm" "$bindir/vmrun-vmm"
 # containerd finds runtime `io.containerd.vmrun.v2` as this binary on its PATH.
 install -m 0755 "$target/release/containerd-shim-vmrun-v2" "$bindir/containerd-shim-vmrun-v2"
 # The snapshot every VM of the default configuration restores from (one

@@ -1,7 +1,5 @@
 //! Everything `vmrun` can fail with; `main` prints it and exits 125.
 
-use std::path::PathBuf;
-
 use vmrun_agent::client::ClientError;
 
 /// Why a `vmrun` command failed.
@@ -10,9 +8,6 @@ pub enum CliError {
     /// The command line asks for something that cannot work.
     #[error("{0}")]
     Usage(String),
-    /// A `--config` file cannot be used.
-    #[error("{}: {problem}", path.display())]
-    Config { path: PathBuf, problem: String },
     #[error(transparent)]
     Vm(#[from] vmm::VmError),
     #[error("cannot make the snapshot: {0}")]
@@ -22,9 +17,7 @@ pub enum CliError {
     #[error(transparent)]
     Sandbox(#[from] vmrun_sandbox::SandboxError),
     #[error(transparent)]
-    Seccomp(#[from] vmm::seccomp::SeccompError),
-    #[error(transparent)]
-    Jail(#[from] vmm::jail::JailError),
+    VmmProcess(#[from] vmrun_vmm::VmmProcessError),
     /// A call to the guest agent failed.
     #[error("{what}: {source}")]
     Agent {

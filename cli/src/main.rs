@@ -2,18 +2,17 @@
 //!
 //! This crate owns the command line: parsing flags into a
 //! [`vm_config::VmConfig`] (`boot`, `snapshot`), and `vmrun run`'s session
-//! with the user's terminal, signals and exit status. It is also the VMM
-//! process the sandbox layer starts (`vmrun boot --config FILE`). It must not
-//! grow its own copy of what `vmrun_sandbox` does (spec rewriting, host
-//! mounts, runtime directories, VMM supervision) or of the VMM.
+//! with the user's terminal, signals and exit status. It must not grow its
+//! own copy of what `vmrun_sandbox` does (spec rewriting, host mounts,
+//! runtime directories, VMM supervision), of the VMM process's run loop
+//! (`vmrun_vmm`, whose `vmrun-vmm` binary every sandbox runs) or of the
+//! VMM.
 
 mod boot;
 mod container;
 mod error;
-mod heap;
 mod run;
 mod snapshot;
-mod supervisor;
 mod tty;
 
 use std::path::PathBuf;

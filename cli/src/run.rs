@@ -111,8 +111,7 @@ impl RunArgs {
 
     /// The sandbox this run's VM is.
     fn sandbox_config(&self, container: bool) -> Result<SandboxConfig> {
-        let vmm_binary =
-            std::env::current_exe().map_err(CliError::host("find the vmrun binary"))?;
+        let vmm_binary = vmrun_sandbox::vmm_process::default_vmm_binary();
         Ok(SandboxConfig {
             boot_timeout: Duration::from_secs(self.boot_timeout),
             call_limits: vmrun_agent::client::CallLimits {

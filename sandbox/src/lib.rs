@@ -12,7 +12,7 @@
 //! connection.
 //!
 //! It must not know containerd's or the CLI's types (they map their requests
-//! onto these), nor link the VMM: it starts `vmrun boot --config FILE` with a
+//! onto these), nor link the VMM: it starts `vmrun-vmm --config FILE` with a
 //! [`vm_config::VmConfig`] and talks to the guest only through the agent
 //! client.
 

@@ -27,7 +27,8 @@ pub struct SandboxConfig {
     /// The VM; its vsock socket (and, with [`share`](Self::share), the
     /// sandbox share) are added here.
     pub vm: VmConfig,
-    /// The `vmrun` binary that runs the VMM.
+    /// The VMM binary (`vmrun-vmm`; see
+    /// [`default_vmm_binary`](crate::vmm_process::default_vmm_binary)).
     pub vmm_binary: PathBuf,
     /// How long the agent gets to answer.
     pub boot_timeout: Duration,

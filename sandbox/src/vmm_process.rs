@@ -1,4 +1,4 @@
-//! The VMM of a sandbox, as its own process: `vmrun boot --config FILE`,
+//! The VMM of a sandbox, as its own process: `vmrun-vmm --config FILE`,
 //! FILE being the sandbox's [`VmConfig`] as JSON. Keeping it out of the
 //! shim and out of `vmrun run` lets it be confined on its own, and a guest
 //! that crashes the VMM cannot take its supervisor with it. Its output goes
@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -19,6 +19,20 @@ use vm_config::VmConfig;
 use crate::console_log::{ConsoleConfig, ConsoleLog};
 use crate::error::{Result, SandboxError};
 use crate::sandbox_dir::SandboxDir;
+
+/// The name of the VMM binary (the `vmrun-vmm` crate's).
+pub const VMM_BINARY: &str = "vmrun-vmm";
+
+/// The VMM binary a caller runs by default: the one next to the caller's
+/// own binary (an installation, or a cargo target directory), else the one
+/// on PATH.
+pub fn default_vmm_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(VMM_BINARY)))
+        .filter(|candidate| candidate.is_file())
+        .unwrap_or_else(|| PathBuf::from(VMM_BINARY))
+}
 
 /// A running VMM process and a way to stop it. Dropping it kills the
 /// process.
@@ -79,7 +93,6 @@ impl VmmProcess {
             .map_err(SandboxError::host("duplicate a pipe descriptor"))?;
         let mut command = Command::new(binary);
         command
-            .arg("boot")
             .arg("--config")
             .arg(&config_path)
             .stdin(Stdio::null())

@@ -28,8 +28,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/vmrun/config.toml";
 pub struct ShimConfig {
     /// The VM of each sandbox (its vsock and share are the shim's).
     pub vm: VmConfig,
-    /// The `vmrun` binary that runs the VMM; by default the one next to the
-    /// shim, else the one on PATH.
+    /// The VMM binary (`vmrun-vmm`); by default the one next to the shim,
+    /// else the one on PATH.
     pub vmm_binary: Option<PathBuf>,
     /// Seconds to wait for a new VM's agent to answer.
     pub boot_timeout_secs: u64,
@@ -126,16 +126,11 @@ impl ShimConfig {
         }
     }
 
-    /// The `vmrun` binary to run VMs with.
+    /// The VMM binary to run VMs with.
     pub fn vmm_binary(&self) -> PathBuf {
-        if let Some(binary) = &self.vmm_binary {
-            return binary.clone();
-        }
-        std::env::current_exe()
-            .ok()
-            .and_then(|exe| exe.parent().map(|dir| dir.join("vmrun")))
-            .filter(|candidate| candidate.is_file())
-            .unwrap_or_else(|| PathBuf::from("vmrun"))
+        self.vmm_binary
+            .clone()
+            .unwrap_or_else(vmrun_sandbox::vmm_process::default_vmm_binary)
     }
 }
 

@@ -3,13 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-/// A `vmrun boot` process (the supervisor) and the jailed VMM it started.
+/// A VMM process's supervisor (`vmrun-vmm`, or `vmrun boot`) and the
+/// jailed VMM it forked.
 pub struct JailedVmm {
     pub supervisor: i32,
     pub vmm: i32,
 }
 
-/// Asserts that the `vmrun boot` process `supervisor` runs the VMM jailed:
+/// Asserts that the supervisor process `supervisor` runs the VMM jailed:
 /// the supervisor with no capabilities under seccomp; its one child (the
 /// VMM) in mount, PID, network, IPC and UTS namespaces of its own, every
 /// thread under seccomp with exactly `capabilities` (a `CapEff` mask),
@@ -115,7 +116,7 @@ fn read(path: &str) -> String {
 }
 
 /// The sandbox directory of the VMM process `supervisor` started as
-/// `vmrun boot --config DIR/vm.json`.
+/// `vmrun-vmm --config DIR/vm.json`.
 pub fn sandbox_dir_of(supervisor: i32) -> PathBuf {
     let cmdline = std::fs::read(format!("/proc/{supervisor}/cmdline")).expect("its command line");
     let args: Vec<String> = cmdline
@@ -126,14 +127,14 @@ pub fn sandbox_dir_of(supervisor: i32) -> PathBuf {
         .iter()
         .position(|a| a == "--config")
         .and_then(|i| args.get(i + 1))
-        .unwrap_or_else(|| panic!("{supervisor} is no `vmrun boot --config`: {args:?}"));
+        .unwrap_or_else(|| panic!("{supervisor} is no `vmrun-vmm --config`: {args:?}"));
     Path::new(config)
         .parent()
         .expect("a directory")
         .to_path_buf()
 }
 
-/// The `vmrun boot` process (a VMM's supervisor) that process `pid` (a
+/// The `vmrun-vmm` process (a VMM's supervisor) that process `pid` (a
 /// `vmrun run`, a shim) started; children are listed per thread.
 pub fn vmm_supervisor_of(pid: i32) -> i32 {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("its threads");
@@ -148,8 +149,8 @@ pub fn vmm_supervisor_of(pid: i32) -> i32 {
     let booted: Vec<i32> = children
         .into_iter()
         .filter(|child| {
-            std::fs::read(format!("/proc/{child}/cmdline"))
-                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"boot"))
+            std::fs::read_to_string(format!("/proc/{child}/comm"))
+                .is_ok_and(|comm| comm.trim() == "vmrun-vmm")
         })
         .collect();
     match booted[..] {

@@ -213,7 +213,7 @@ fn ctr_task_exec_pause_resume_metrics_kill_vm_death_and_remove() {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no pid for t2: {listed:?}"));
     let comm = std::fs::read_to_string(format!("/proc/{vmm_pid}/comm")).unwrap_or_default();
-    assert_eq!(comm.trim(), "vmrun", "the task's pid is its VMM");
+    assert_eq!(comm.trim(), "vmrun-vmm", "the task's pid is its VMM");
     // SAFETY: kill(2) of a process id we just read; no memory involved.
     assert_eq!(unsafe { libc::kill(vmm_pid, libc::SIGKILL) }, 0);
     let since = Instant::now();

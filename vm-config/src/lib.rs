@@ -2,7 +2,7 @@
 //!
 //! This crate owns the VM's configuration types, their defaults and the checks
 //! that need no host to judge. It is what a launcher hands the VMM process
-//! (`vmrun boot --config FILE`, JSON) and what the shim's config file embeds
+//! (`vmrun-vmm --config FILE`, JSON) and what the shim's config file embeds
 //! (TOML). It must not depend on KVM, devices or anything host-specific, so
 //! that the shim and the CLI can use it without compiling the VMM.
 

@@ -164,7 +164,7 @@ fn clock_ticks_per_second() -> anyhow::Result<u64> {
         .context("sysconf(_SC_CLK_TCK)")
 }
 
-/// The `vmrun boot` processes of the fixture. Under the jail the first
+/// The `vmrun-vmm` processes of the fixture. Under the jail the first
 /// forks into a new pid namespace and supervises the VMM, its child; both
 /// are summed (the supervisor only waits), so the figure holds whichever
 /// one the VM runs in. There must be one VM: the vmrun pod's.
@@ -172,11 +172,11 @@ fn find_vmm(ctrd: &Containerd) -> anyhow::Result<Vmm> {
     let all = ctrd.processes();
     let boots: Vec<i32> = all
         .iter()
-        .filter(|(_, cmdline)| cmdline.contains("vmrun boot"))
+        .filter(|(_, cmdline)| cmdline.contains("vmrun-vmm --config"))
         .map(|(pid, _)| *pid)
         .collect();
     if boots.is_empty() {
-        bail!("no `vmrun boot` process among the fixture's: {all:?}");
+        bail!("no `vmrun-vmm` process among the fixture's: {all:?}");
     }
     let mut outer = Vec::new();
     let mut inner = Vec::new();
@@ -189,7 +189,7 @@ fn find_vmm(ctrd: &Containerd) -> anyhow::Result<Vmm> {
     }
     let [supervisor] = outer.as_slice() else {
         bail!(
-            "expected one VMM (the vmrun pod's), found `vmrun boot` processes {boots:?} in {all:?}"
+            "expected one VMM (the vmrun pod's), found `vmrun-vmm` processes {boots:?} in {all:?}"
         );
     };
     let described = match inner.as_slice() {

@@ -39,7 +39,8 @@ pub struct RestoreBenchArgs {
     dir: PathBuf,
 }
 
-/// A `vmrun boot` process serving one sandbox.
+/// A `vmrun-vmm` process serving one sandbox, as the sandbox layer starts
+/// it (the default VM, its vsock at a socket of ours).
 struct Sandbox {
     child: Child,
     socket: PathBuf,
@@ -50,16 +51,24 @@ impl Sandbox {
     fn start(vmrun: &Path, dir: &Path, name: &str, snapshot: &str) -> anyhow::Result<Self> {
         let socket = dir.join(format!("{name}.sock"));
         let _ = std::fs::remove_file(&socket);
+        let config = vmm::VmConfig {
+            vsock_uds: Some(socket.clone()),
+            snapshot: snapshot.parse().map_err(anyhow::Error::msg)?,
+            ..vmm::VmConfig::default()
+        };
+        let config_file = dir.join(format!("{name}.json"));
+        std::fs::write(&config_file, serde_json::to_vec(&config)?)?;
         let console = std::fs::File::create(dir.join(format!("{name}.console")))?;
+        let vmm_binary = vmrun.with_file_name("vmrun-vmm");
         let started = Instant::now();
-        let child = Command::new(vmrun)
-            .args(["boot", "--snapshot", snapshot, "--vsock"])
-            .arg(&socket)
+        let child = Command::new(&vmm_binary)
+            .arg("--config")
+            .arg(&config_file)
             .stdin(Stdio::null())
             .stdout(console.try_clone()?)
             .stderr(console)
             .spawn()
-            .with_context(|| format!("cannot start {}", vmrun.display()))?;
+            .with_context(|| format!("cannot start {}", vmm_binary.display()))?;
         Ok(Self {
             child,
             socket,
@@ -100,7 +109,7 @@ impl Drop for Sandbox {
 
 /// Rss and Pss of a process and its descendants, KiB (PSS counts each
 /// shared page once across the processes that map it, split between them).
-/// A `vmrun boot` is two processes under the jail: the supervisor and the
+/// A `vmrun-vmm` is two processes under the jail: the supervisor and the
 /// VMM, its child, which holds the guest memory.
 fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;

@@ -26,8 +26,8 @@ pub enum ThreadKind {
     Rng,
     /// A virtio-net worker: frames between the queues and its tap.
     Net,
-    /// The process outside a jailed VMM that waits for it (`vmrun boot`'s
-    /// supervisor): it runs no guest code and reads nothing the guest
+    /// The process outside a jailed VMM that waits for it (the VMM
+    /// process's supervisor): it runs no guest code and reads nothing the guest
     /// wrote.
     Supervisor,
 }

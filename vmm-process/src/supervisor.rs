@@ -9,9 +9,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use vmm::seccomp::{confine_current_thread, ThreadKind};
 
-use crate::{CliError, Result};
+use crate::{Result, VmmProcessError};
 
-/// The signals that end `vmrun boot` (with SIGCHLD, all blocked before the
+/// The signals that end the VMM process (with SIGCHLD, all blocked before the
 /// fork so the supervisor waits for them).
 pub fn signals() -> SigSet {
     let mut signals = SigSet::empty();
@@ -30,14 +30,14 @@ pub fn signals() -> SigSet {
 pub fn block_signals() -> Result<()> {
     signals()
         .thread_block()
-        .map_err(|e| CliError::host("block termination signals")(e.into()))
+        .map_err(|e| VmmProcessError::host("block termination signals")(e.into()))
 }
 
 /// Unblocks them again (in the VMM, which does not use them).
 pub fn unblock_signals() -> Result<()> {
     signals()
         .thread_unblock()
-        .map_err(|e| CliError::host("unblock termination signals")(e.into()))
+        .map_err(|e| VmmProcessError::host("unblock termination signals")(e.into()))
 }
 
 /// How the VMM ended.
@@ -57,7 +57,7 @@ pub fn supervise(child: Pid, cleanup: impl FnOnce()) -> Result<std::convert::Inf
     let ended = loop {
         let signal = signals()
             .wait()
-            .map_err(|e| CliError::host("wait for signals")(e.into()))?;
+            .map_err(|e| VmmProcessError::host("wait for signals")(e.into()))?;
         if signal != Signal::SIGCHLD {
             let _ = kill(child, Signal::SIGKILL);
             let _ = waitpid(child, None);
@@ -69,7 +69,7 @@ pub fn supervise(child: Pid, cleanup: impl FnOnce()) -> Result<std::convert::Inf
             Ok(WaitStatus::Exited(_, code)) => break Ended::Exit(code),
             Ok(WaitStatus::Signaled(_, signal, _)) => break Ended::Signal(signal),
             Ok(_) => continue,
-            Err(e) => return Err(CliError::host("wait for the VMM")(e.into())),
+            Err(e) => return Err(VmmProcessError::host("wait for the VMM")(e.into())),
         }
     };
     cleanup();
