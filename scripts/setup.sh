@@ -76,4 +76,4 @@ install -m 0755 "$target/release/containerd-shim-vmrun-v2" "$bindir/containerd-s
 rm -rf "$share/bundle"
 "$target/release/rootfs-builder" bundle --output "$share/bundle" -- \
     sh -c 'echo "Hello from a busybox container in a vmrun microVM (guest kernel $(uname -r))"'
-echo "setup: installed vmrun and containerd-shim-vmrun-v2 to $bindir, kernel, initramfs and the demo bundle to $share, the default snapshot to $VMRUN_CACHE/snapshot" >&2
+echo "setup: installed vmrun, vmrun-vmm and containerd-shim-vmrun-v2 to $bindir, kernel, initramfs and the demo bundle to $share, the default snapshot to $VMRUN_CACHE/snapshot" >&2

@@ -33,7 +33,10 @@ mod tests {
         let bad = dir.join("bad.json");
         std::fs::write(&bad, r#"{"vcpus": "two"}"#).unwrap();
         let err = read_config(&bad).unwrap_err().to_string();
-        assert!(err.contains("bad.json") && err.contains("line 1 column"), "{err}");
+        assert!(
+            err.contains("bad.json") && err.contains("line 1 column"),
+            "{err}"
+        );
 
         let good = dir.join("good.json");
         let config = VmConfig {
