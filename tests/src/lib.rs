@@ -66,6 +66,12 @@ pub fn vmrun_bin() -> PathBuf {
     workspace_bin("vmrun")
 }
 
+/// The VMM binary that goes with [`vmrun_bin`]: `vmrun-vmm` next to it, as
+/// `vmrun` and the shim find theirs.
+pub fn vmm_bin() -> PathBuf {
+    vmrun_bin().with_file_name("vmrun-vmm")
+}
+
 /// What a finished command left.
 pub struct Finished {
     pub status: ExitStatus,

@@ -23,7 +23,7 @@ use vmrun_sandbox::host_mounts::HostMounts;
 use vmrun_sandbox::layout::{guest_bind_source, GUEST_SHARED_DIR};
 use vmrun_sandbox::mountinfo::has_mounts_under;
 use vmrun_sandbox::{Sandbox, SandboxConfig, SandboxDir};
-use vmrun_tests::{busybox_bundle, vmrun_bin, BOOT_DEADLINE};
+use vmrun_tests::{busybox_bundle, vmm_bin, BOOT_DEADLINE};
 
 const ATTACKER: &str = "attacker";
 /// Containers the host shares while the guest attacks, named before they
@@ -130,7 +130,7 @@ fn a_guest_swapping_share_directories_for_symlinks_reaches_nothing_on_the_host()
     std::fs::create_dir_all(&volume).unwrap();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut config = SandboxConfig::new(VmConfig::default(), vmrun_bin());
+    let mut config = SandboxConfig::new(VmConfig::default(), vmm_bin());
     config.boot_timeout = BOOT_DEADLINE;
     let sandbox_dir = SandboxDir::for_this_process();
     let sandbox = runtime
