@@ -501,18 +501,17 @@ impl Vm {
             }
         }
         let filter = match pending.seccomp {
-            true => Some(Arc::new(crate::seccomp::filter(ThreadKind::Vcpu)?)),
+            true => Some(crate::seccomp::filter(ThreadKind::Vcpu)),
             false => None,
         };
         for vcpu in pending.vcpus {
             let stop = self.stop.clone();
             let events = pending.event_tx.clone();
-            let filter = filter.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu{}", vcpu.id()))
                 .spawn(move || {
                     if let Some(filter) = filter {
-                        if let Err(e) = seccompiler::apply_filter(&filter) {
+                        if let Err(e) = seccompiler::apply_filter(filter) {
                             // Never run guest code unconfined.
                             tracing::error!("cannot confine vCPU {}: {e}", vcpu.id());
                             std::process::abort();

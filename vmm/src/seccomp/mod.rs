@@ -1,6 +1,7 @@
-//! Seccomp filters for the VMM's threads, one per kind of thread, built
-//! with `seccompiler` from the tables in [`filters`] (data, with a reason
-//! for every system call). A thread installs its filter before it runs
+//! Seccomp filters for the VMM's threads, one per kind of thread, from the
+//! tables in [`filters`] (data, with a reason for every system call),
+//! compiled by `seccompiler` when the VMM is built (`build/
+//! seccomp_programs.rs`). A thread installs its filter before it runs
 //! anything the guest drives; a system call outside it kills the VMM
 //! process (`SIGSYS`), which its supervisor reports as such.
 //!
@@ -15,18 +16,22 @@ mod worker_tests;
 
 use std::io;
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::BpfProgramRef;
 
 pub use filters::ThreadKind;
+
+/// The programs compiled at build time: read-only data of the binary, so
+/// no thread spends heap or stack compiling its own.
+mod programs {
+    use super::ThreadKind;
+    use seccompiler::sock_filter;
+
+    include!(concat!(env!("OUT_DIR"), "/seccomp_programs.rs"));
+}
 
 /// Why a thread could not be confined.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
-    #[error("cannot build the seccomp filter of the {kind} thread: {source}")]
-    Build {
-        kind: &'static str,
-        source: seccompiler::BackendError,
-    },
     #[error("cannot install the seccomp filter of the {kind} thread: {source}")]
     Install {
         kind: &'static str,
@@ -35,31 +40,14 @@ pub enum SeccompError {
 }
 
 /// The compiled filter of `kind`.
-pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
-    let build = |source| SeccompError::Build {
-        kind: kind.name(),
-        source,
-    };
-    let rules = kind
-        .syscalls()
-        .into_iter()
-        .map(|(nr, _why)| (nr, Vec::new()))
-        .collect();
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::KillProcess,
-        SeccompAction::Allow,
-        TargetArch::x86_64,
-    )
-    .map_err(build)?;
-    filter.try_into().map_err(build)
+pub fn filter(kind: ThreadKind) -> BpfProgramRef<'static> {
+    programs::program(kind)
 }
 
 /// Installs the filter of `kind` on the calling thread (and so on every
 /// thread it starts from now on).
 pub fn confine_current_thread(kind: ThreadKind) -> Result<(), SeccompError> {
-    let program = filter(kind)?;
-    seccompiler::apply_filter(&program).map_err(|source| SeccompError::Install {
+    seccompiler::apply_filter(filter(kind)).map_err(|source| SeccompError::Install {
         kind: kind.name(),
         source,
     })
@@ -84,7 +72,7 @@ mod tests {
     #[test]
     fn every_filter_compiles_and_workers_are_named() {
         for kind in ThreadKind::ALL {
-            assert!(!filter(kind).unwrap().is_empty(), "{}", kind.name());
+            assert!(!filter(kind).is_empty(), "{}", kind.name());
         }
         for name in [
             "vsock",
@@ -124,7 +112,7 @@ mod tests {
         use virtio_devices::{Bucket, ManualClock, RateLimit, RateLimiter};
         for kind in [ThreadKind::Rng, ThreadKind::Block, ThreadKind::Net] {
             // Everything is made before the fork: the child must not allocate.
-            let program = filter(kind).unwrap();
+            let program = filter(kind);
             let limit = RateLimit {
                 bytes: None,
                 ops: Some(Bucket::new(1, 1).unwrap()),
@@ -134,7 +122,7 @@ mod tests {
             // (no allocation, no locks) and makes system calls before _exit.
             match unsafe { libc::fork() } {
                 0 => {
-                    if seccompiler::apply_filter(&program).is_err() {
+                    if seccompiler::apply_filter(program).is_err() {
                         // SAFETY: _exit is async-signal-safe.
                         unsafe { libc::_exit(2) };
                     }
@@ -162,12 +150,12 @@ mod tests {
     #[test]
     fn a_call_outside_the_filter_kills_with_sigsys() {
         // Built before the fork: the child must not allocate.
-        let program = filter(ThreadKind::Rng).unwrap();
+        let program = filter(ThreadKind::Rng);
         // SAFETY: the child only installs the filter and makes system calls
         // before _exit; it touches no lock another thread could hold.
         match unsafe { libc::fork() } {
             0 => {
-                if seccompiler::apply_filter(&program).is_err() {
+                if seccompiler::apply_filter(program).is_err() {
                     // SAFETY: _exit is async-signal-safe.
                     unsafe { libc::_exit(2) };
                 }
