@@ -218,13 +218,7 @@ impl VmArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VMRUN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    vmrun_vmm::log_to_stderr();
     let result = match Cli::parse().command {
         Command::Boot(args) => boot::boot(args).map(|()| ExitCode::SUCCESS),
         Command::Cmdline(args) => boot::print_cmdline(&args).map(|()| ExitCode::SUCCESS),

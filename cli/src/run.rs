@@ -19,8 +19,8 @@ use vmrun_sandbox::{Sandbox, SandboxConfig, SandboxDir};
 
 use crate::{tty, CliError, Result, VmArgs};
 
-/// Exit status when vmrun itself fails (as `docker run` does).
-pub const VMRUN_FAILURE: i32 = 125;
+/// Exit status when vmrun itself fails: the VMM process's.
+pub const VMRUN_FAILURE: i32 = vmrun_vmm::VMM_FAILURE as i32;
 /// How long output may keep draining after the process exited.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(30);
 

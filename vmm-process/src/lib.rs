@@ -11,13 +11,15 @@
 mod config_file;
 mod error;
 mod heap;
+mod logging;
 mod run;
 mod supervisor;
 
 pub use config_file::read_config;
 pub use error::{Result, VmmProcessError};
+pub use logging::log_to_stderr;
 pub use run::{run, Cleanup, RunOptions};
 
-/// Exit code of a VMM process that failed itself (not its guest): as
-/// `vmrun`'s own failures.
+/// Exit code of a VMM process that failed itself (not its guest); `vmrun`
+/// ends with it too when it fails itself (as `docker run` does).
 pub const VMM_FAILURE: u8 = 125;

@@ -22,13 +22,7 @@ fn config_path(args: impl IntoIterator<Item = OsString>) -> Result<PathBuf, Stri
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VMRUN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    vmrun_vmm::log_to_stderr();
     let path = match config_path(std::env::args_os().skip(1)) {
         Ok(path) => path,
         Err(message) => {

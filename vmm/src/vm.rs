@@ -500,18 +500,15 @@ impl Vm {
                 lock(transport).0.config_changed();
             }
         }
-        let filter = match pending.seccomp {
-            true => Some(crate::seccomp::filter(ThreadKind::Vcpu)),
-            false => None,
-        };
+        let seccomp = pending.seccomp;
         for vcpu in pending.vcpus {
             let stop = self.stop.clone();
             let events = pending.event_tx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu{}", vcpu.id()))
                 .spawn(move || {
-                    if let Some(filter) = filter {
-                        if let Err(e) = seccompiler::apply_filter(filter) {
+                    if seccomp {
+                        if let Err(e) = crate::seccomp::confine_current_thread(ThreadKind::Vcpu) {
                             // Never run guest code unconfined.
                             tracing::error!("cannot confine vCPU {}: {e}", vcpu.id());
                             std::process::abort();

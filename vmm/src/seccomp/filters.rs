@@ -27,8 +27,8 @@ pub enum ThreadKind {
     /// A virtio-net worker: frames between the queues and its tap.
     Net,
     /// The process outside a jailed VMM that waits for it (the VMM
-    /// process's supervisor): it runs no guest code and reads nothing the guest
-    /// wrote.
+    /// process's supervisor): it runs no guest code and reads nothing the
+    /// guest wrote.
     Supervisor,
 }
 
