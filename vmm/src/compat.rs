@@ -24,8 +24,12 @@ const PVM_CMDLINE: &[&str] = &[
     // XRSTOR is not emulated.
     "noxsave",
     // POPCNT and CLAC are not emulated; CPUID masking alone does not stop
-    // the kernel from using them.
-    "clearcpuid=popcnt,smap",
+    // the kernel from using them. Without ERMS and FSRM the kernel zeroes
+    // and copies memory (every fresh page, every copy to or from user
+    // space) with `rep stosq`/`movsq` instead of `rep stosb`/`movsb`: the
+    // emulation pays per iteration, so that is 8 times fewer (cold boot
+    // 68.5 s -> 52.9 s, the demo container ~12 % faster, measured).
+    "clearcpuid=popcnt,smap,erms,fsrm",
     // The INT3 self-test of alternatives patching cannot be delivered.
     "vmrun.skip_int3_selftest",
     // FWAIT in fpu__drop() (every exec and exit) is not emulated.

@@ -81,7 +81,10 @@ mod tests {
         let compat = t.find("vmrun.syscall_pf_fixup").unwrap();
         let dev = t.find("virtio_mmio.device=").unwrap();
         let user = t.find("loglevel=7").unwrap();
-        assert!(t.contains("noxsave clearcpuid=popcnt,smap"), "{t}");
+        assert!(
+            t.contains("noxsave clearcpuid=popcnt,smap,erms,fsrm"),
+            "{t}"
+        );
         assert!(compat < dev && dev < user, "{t}");
     }
 
