@@ -14,6 +14,7 @@
 //! operations (start, kill, pause, delete...) run in the agent.
 
 mod client;
+mod executor;
 mod protocol;
 mod server;
 mod worker;

@@ -13,6 +13,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
 use nix::sys::time::TimeVal;
 
+use super::executor::ResolvedPathExecutor;
 use super::protocol::{
     encode, receive, send, FailureKind, HelperOp, HelperReply, HelperRequest, MAX_MESSAGE_BYTES,
 };
@@ -52,7 +53,8 @@ pub fn run(request: &HelperRequest, stdio: Option<[OwnedFd; 3]>, reply: OwnedFd)
 fn build(request: &HelperRequest, stdio: Option<[OwnedFd; 3]>) -> Result<i32, LibcontainerError> {
     let mut builder = ContainerBuilder::new(request.container_id.clone(), SyscallType::Linux)
         .with_root_path(&request.state_root)?
-        .with_console_socket(request.console_socket.clone());
+        .with_console_socket(request.console_socket.clone())
+        .with_executor(ResolvedPathExecutor::default());
     if let Some([stdin, stdout, stderr]) = stdio {
         builder = builder
             .with_stdin(stdin)
