@@ -381,26 +381,35 @@ async fn attach_and_wait(
         None
     };
 
-    let stdout = spawn_output(agent.read_stdout(id).await, tokio::io::stdout());
-    // With a terminal the guest merges stderr into the terminal.
-    let stderr = if launched.terminal {
-        None
-    } else {
-        Some(spawn_output(
-            agent.read_stderr(id).await,
-            tokio::io::stderr(),
-        ))
-    };
+    // The agent keeps a process's output from its first byte until a reader
+    // attaches, so the streams and the start go out together: one round
+    // trip to the guest instead of three (each ~0.3 s on a software-KVM
+    // host). With a terminal the guest merges stderr into the terminal.
+    let (stdout, stderr, start) = tokio::join!(
+        agent.read_stdout(id),
+        async {
+            match launched.terminal {
+                true => None,
+                false => Some(agent.read_stderr(id).await),
+            }
+        },
+        async {
+            match &launched.container {
+                Some(container) => agent.start_container(container).await,
+                None => Ok(()),
+            }
+        },
+    );
+    let stdout = spawn_output(stdout, tokio::io::stdout());
+    let stderr = stderr.map(|stream| spawn_output(stream, tokio::io::stderr()));
     let stdin_copy = {
         let agent = agent.clone();
         let id = id.clone();
         tokio::spawn(async move { agent.copy_stdin(&id, tokio::io::stdin()).await })
     };
-    if let Some(container) = &launched.container {
-        agent
-            .start_container(container)
-            .await
-            .map_err(CliError::agent("cannot start the container"))?;
+    if let Err(e) = start {
+        stdin_copy.abort();
+        return Err(CliError::agent("cannot start the container")(e));
     }
 
     let exit = wait_forwarding_signals(agent, id, launched.terminal, signals).await;
