@@ -12,11 +12,12 @@ use std::process::ExitCode;
 use nix::errno::Errno;
 use nix::sys::signal::{signal, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult};
+use nix::unistd::{fork, ForkResult, Pid};
 
 use super::protocol::{
     encode, receive, send, FailureKind, HelperReply, HelperRequest, Received, READY,
 };
+use super::spare::SpareWorker;
 use super::worker;
 
 /// Environment variable with the helper's log level (as the agent's).
@@ -36,13 +37,18 @@ pub fn run_helper() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Forked before READY, so a snapshot at the agent's ready point has it.
+    let mut spare = fork_spare();
     if let Err(errno) = send(control.as_fd(), READY, &[]) {
         tracing::error!(%errno, "container helper: cannot say it is ready");
         return ExitCode::FAILURE;
     }
     loop {
         match receive(control.as_fd()) {
-            Ok(Some(message)) => serve_one(message),
+            Ok(Some(message)) => {
+                serve_one(message, spare.take());
+                spare = fork_spare();
+            }
             Ok(None) => return ExitCode::SUCCESS,
             Err(errno) => {
                 tracing::error!(%errno, "container helper: cannot read a request");
@@ -120,69 +126,104 @@ fn take_control_socket() -> nix::Result<OwnedFd> {
     Ok(control)
 }
 
-/// Forks a worker for one request and waits for it. The worker answers on
-/// the request's reply socket; if it dies without answering, this does.
-fn serve_one(message: Received) {
-    let mut fds = message.fds.into_iter();
-    let Some(reply) = fds.next() else {
-        tracing::error!("container helper: request without a reply socket");
-        return;
-    };
-    let request: HelperRequest = match serde_json::from_slice(&message.bytes) {
-        Ok(request) => request,
-        Err(error) => {
-            answer(
-                &reply,
-                FailureKind::Runtime,
-                format!("malformed request: {error}"),
-            );
+fn fork_spare() -> Option<SpareWorker> {
+    SpareWorker::fork(run_request)
+        .map_err(|errno| tracing::warn!(%errno, "container helper: cannot fork a spare worker"))
+        .ok()
+}
+
+/// Has a worker (the spare, else one forked now) serve one request, and
+/// waits for it. The worker answers on the request's reply socket; if it
+/// dies without answering, this does.
+fn serve_one(message: Received, spare: Option<SpareWorker>) {
+    let reply = match message.fds.first().map(|fd| fd.try_clone()) {
+        Some(Ok(reply)) => reply,
+        Some(Err(error)) => {
+            tracing::error!(%error, "container helper: cannot keep the reply socket");
+            return;
+        }
+        None => {
+            tracing::error!("container helper: request without a reply socket");
             return;
         }
     };
-    let stdio: Option<[OwnedFd; 3]> = if request.pipes {
-        match (fds.next(), fds.next(), fds.next()) {
-            (Some(stdin), Some(stdout), Some(stderr)) => Some([stdin, stdout, stderr]),
-            _ => {
-                answer(
-                    &reply,
-                    FailureKind::Runtime,
-                    "request without its stdio".into(),
-                );
-                return;
-            }
-        }
-    } else {
-        None
-    };
-
-    // SAFETY: the helper is single-threaded (it never starts threads), so
-    // the child is a complete copy and may run arbitrary code.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => worker::run(&request, stdio, reply),
-        Ok(ForkResult::Parent { child }) => {
+    let handed_over = spare.map(|spare| {
+        spare.hand_over(&message).map_err(|errno| {
+            tracing::warn!(%errno, "container helper: the spare worker did not take the request")
+        })
+    });
+    let worker = match handed_over {
+        Some(Ok(pid)) => {
             // The worker has its own copies; containers must not get ours.
-            drop(stdio);
-            let status = loop {
-                match waitpid(child, None) {
-                    Err(Errno::EINTR) => continue,
-                    other => break other,
-                }
-            };
-            match status {
-                Ok(WaitStatus::Exited(_, 0)) => {}
-                other => answer(
-                    &reply,
-                    FailureKind::Runtime,
-                    format!("the worker died without answering ({other:?})"),
-                ),
-            }
+            drop(message);
+            Ok(pid)
         }
+        Some(Err(())) | None => fork_worker(message),
+    };
+    match worker {
+        Ok(pid) => wait_for_worker(pid, &reply),
         Err(errno) => answer(
             &reply,
             FailureKind::Runtime,
             format!("cannot fork: {errno}"),
         ),
     }
+}
+
+fn fork_worker(message: Received) -> nix::Result<Pid> {
+    // SAFETY: the helper is single-threaded (it never starts threads), so
+    // the child is a complete copy and may run arbitrary code.
+    match unsafe { fork() }? {
+        ForkResult::Child => run_request(message),
+        // The worker has its own copies; containers must not get ours.
+        ForkResult::Parent { child } => Ok(child),
+    }
+}
+
+fn wait_for_worker(worker: Pid, reply: &OwnedFd) {
+    let status = loop {
+        match waitpid(worker, None) {
+            Err(Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    match status {
+        Ok(WaitStatus::Exited(_, 0)) => {}
+        other => answer(
+            reply,
+            FailureKind::Runtime,
+            format!("the worker died without answering ({other:?})"),
+        ),
+    }
+}
+
+/// In a worker: runs one request and ends the process.
+fn run_request(message: Received) -> ! {
+    let mut fds = message.fds.into_iter();
+    let Some(reply) = fds.next() else {
+        // SAFETY: ends this forked process; the helper reports it.
+        unsafe { libc::_exit(1) }
+    };
+    let request: HelperRequest = match serde_json::from_slice(&message.bytes) {
+        Ok(request) => request,
+        Err(error) => exit_answering(&reply, format!("malformed request: {error}")),
+    };
+    let stdio: Option<[OwnedFd; 3]> = if request.pipes {
+        match (fds.next(), fds.next(), fds.next()) {
+            (Some(stdin), Some(stdout), Some(stderr)) => Some([stdin, stdout, stderr]),
+            _ => exit_answering(&reply, "request without its stdio".into()),
+        }
+    } else {
+        None
+    };
+    worker::run(&request, stdio, reply)
+}
+
+fn exit_answering(reply: &OwnedFd, message: String) -> ! {
+    answer(reply, FailureKind::Runtime, message);
+    // SAFETY: ends this forked process at once, without running exit
+    // handlers that belong to the helper.
+    unsafe { libc::_exit(0) }
 }
 
 fn answer(reply: &OwnedFd, kind: FailureKind, message: String) {
