@@ -52,6 +52,8 @@ pub mod network;
 pub mod process;
 #[cfg(feature = "server")]
 pub mod sandbox_init;
+#[cfg(all(test, feature = "server"))]
+mod scratch_dir;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

@@ -15,6 +15,7 @@
 //! process ([`helper`]), never in the multi-threaded agent.
 
 mod cgroup_files;
+pub mod cgroup_parent;
 mod config;
 mod console_socket;
 mod engine;

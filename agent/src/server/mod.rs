@@ -28,7 +28,9 @@ use tonic::transport::Server;
 
 pub use error::AgentError;
 
-use crate::container::{ContainerConfig, ContainerManager, LibcontainerEngine, StateLayout};
+use crate::container::{
+    cgroup_parent, ContainerConfig, ContainerManager, LibcontainerEngine, StateLayout,
+};
 use crate::mount_syscalls::{MountSyscalls, RealMounts};
 use crate::process::{reaper, ProcessTable};
 use crate::proto::container_server::ContainerServer;
@@ -72,6 +74,9 @@ pub struct ServerConfig {
     /// Start the container helper at once instead of at the first
     /// container, so that container does not wait for it.
     pub prestart_container_helper: bool,
+    /// Create the default cgroup parent at once
+    /// ([`crate::container::cgroup_parent`]), not with the first container.
+    pub prepare_cgroup_parent: bool,
     /// The guest was booted to be snapshotted ([`crate::TEMPLATE_FLAG`]).
     pub template: bool,
 }
@@ -83,6 +88,7 @@ impl ServerConfig {
         Self {
             containers: ContainerConfig::guest(),
             prestart_container_helper: true,
+            prepare_cgroup_parent: true,
             template: false,
         }
     }
@@ -98,6 +104,7 @@ where
 {
     let config = ServerConfig {
         prestart_container_helper: false,
+        prepare_cgroup_parent: false,
         ..ServerConfig::guest()
     };
     serve_with(incoming, config).await
@@ -136,6 +143,14 @@ impl AgentServer {
     pub async fn start(config: ServerConfig) -> Result<Self, ServeError> {
         reaper::start().map_err(ServeError::Reaper)?;
 
+        if config.prepare_cgroup_parent {
+            let containers = &config.containers;
+            if let Err(error) =
+                cgroup_parent::prepare(&containers.cgroup_root, &containers.cgroup_parent)
+            {
+                tracing::warn!(%error, "the first container creates its cgroup parent itself");
+            }
+        }
         let processes = Arc::new(ProcessTable::default());
         let mounts: Arc<dyn MountSyscalls> = Arc::new(RealMounts);
         let engine = Arc::new(LibcontainerEngine::new(

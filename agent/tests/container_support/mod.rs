@@ -141,6 +141,7 @@ impl ContainerHost {
                 helper_timeout: Duration::from_secs(60),
             },
             prestart_container_helper: false,
+            prepare_cgroup_parent: false,
             template: false,
         }
     }

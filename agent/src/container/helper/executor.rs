@@ -143,30 +143,8 @@ fn invalid(reason: impl Into<String>) -> ExecutorValidationError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scratch_dir::ScratchDir;
     use std::fs;
-
-    /// A fresh directory for one test, removed when dropped.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(test: &str) -> Scratch {
-            let dir =
-                std::env::temp_dir().join(format!("vmrun-executor-{}-{test}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            Scratch(dir)
-        }
-
-        fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn spec_with(args: &[&str], env: &[&str]) -> Spec {
         let mut spec = Spec::default();
@@ -186,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_name_is_found_in_the_first_path_directory_that_has_it() {
-        let tmp = Scratch::new("first_dir");
+        let tmp = ScratchDir::new("executor-first_dir");
         let (a, b, c) = (
             tmp.path().join("a"),
             tmp.path().join("b"),
@@ -207,7 +185,7 @@ mod tests {
 
     #[test]
     fn a_path_with_a_slash_is_taken_as_given() {
-        let tmp = Scratch::new("slash");
+        let tmp = ScratchDir::new("executor-slash");
         let prog = executable(tmp.path(), "prog", 0o700);
         let spec = spec_with(&[prog.to_str().unwrap()], &[]);
         assert_eq!(program_of(&spec).unwrap().to_str().ok(), prog.to_str());
@@ -229,7 +207,7 @@ mod tests {
 
     #[test]
     fn a_file_without_execute_permission_is_refused() {
-        let tmp = Scratch::new("no_exec");
+        let tmp = ScratchDir::new("executor-no_exec");
         let prog = executable(tmp.path(), "data", 0o644);
         let spec = spec_with(&[prog.to_str().unwrap()], &[]);
         let err = program_of(&spec).unwrap_err().to_string();
@@ -251,7 +229,7 @@ mod tests {
 
     #[test]
     fn validate_keeps_the_path_exec_uses() {
-        let tmp = Scratch::new("validate");
+        let tmp = ScratchDir::new("executor-validate");
         executable(tmp.path(), "prog", 0o755);
         let spec = spec_with(&["prog"], &[&format!("PATH={}", tmp.path().display())]);
         let executor = ResolvedPathExecutor::default();
