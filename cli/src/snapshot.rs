@@ -6,7 +6,14 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 
+use vmrun_agent::client::dial_hybrid_vsock;
+use vmrun_agent::AGENT_VSOCK_PORT;
+
 use crate::{CliError, Result, VmArgs};
+
+/// How long the agent of a guest that just printed its ready line may take
+/// to answer the warm-up call.
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Subcommand)]
 pub enum SnapshotCommand {
@@ -67,6 +74,7 @@ fn create(args: &CreateArgs) -> Result<()> {
         &config,
         args.dir.as_deref(),
         Duration::from_secs(args.timeout),
+        first_connection,
     )?;
     eprintln!(
         "vmrun: snapshot saved in {} after {:.1} s",
@@ -74,5 +82,24 @@ fn create(args: &CreateArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     println!("{}", dir.display());
+    Ok(())
+}
+
+/// The agent's first connection and call, made before the guest is saved.
+/// A guest's first connection writes ~0.3 MiB of fresh guest memory (the
+/// kernel's vsock socket, the agent's HTTP/2 and gRPC state) that later
+/// ones reuse, measured with the host's pagemap of a restored VMM: made
+/// here, it is in the snapshot, so a restored sandbox neither pays its page
+/// faults under emulation nor holds its own copy of those pages. The
+/// connection is closed when this returns.
+fn first_connection(vsock: &std::path::Path) -> Result<(), vmm::snapshot::WarmUpError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(dial_hybrid_vsock(
+        vsock,
+        AGENT_VSOCK_PORT,
+        Instant::now() + WARM_UP_TIMEOUT,
+    ))?;
     Ok(())
 }

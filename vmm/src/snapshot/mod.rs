@@ -84,9 +84,13 @@ pub const DEFAULT_CACHE_DIR: &str = "/var/cache/vmrun";
 const EMPTY_DIR: &str = "empty";
 /// How long the guest may take to reach the agent when a snapshot is made.
 pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(900);
-/// After the agent's ready line, how long the guest is left to settle (the
-/// agent goes on to wait for its first connection) before it is paused.
+/// After the agent's ready line (and the caller's warm-up), how long the
+/// guest is left to settle (the agent goes back to waiting for a
+/// connection, a closed one is torn down) before it is paused.
 const SETTLE: Duration = Duration::from_secs(2);
+
+/// Why a [`create`] warm-up failed (the caller's own error).
+pub type WarmUpError = Box<dyn std::error::Error + Send + Sync>;
 
 pub use vm_config::SnapshotUse;
 
@@ -419,10 +423,17 @@ pub fn spare_net_config(slot: usize) -> virtio_devices::NetConfig {
 /// memory and extra command line; no shares, disks or console of its own)
 /// to the agent's ready point and saves it in `dir` (default: the cache
 /// directory for `config`). Returns the snapshot directory.
+///
+/// `warm_up` runs once the agent is ready, before the guest is paused, with
+/// the path of the guest's hybrid vsock socket: whatever it makes the guest
+/// do once (a first connection to the agent, say) is in the snapshot and no
+/// restored sandbox does it again. It must leave no connection open: a
+/// restored guest resets every one.
 pub fn create(
     config: &VmConfig,
     dir: Option<&Path>,
     timeout: Duration,
+    warm_up: impl FnOnce(&Path) -> Result<(), WarmUpError>,
 ) -> Result<PathBuf, CreateError> {
     config.validate().map_err(VmError::from)?;
     let inputs = inputs_for(config)?;
@@ -449,16 +460,18 @@ pub fn create(
     // Writable while the guest probes them, so that it does not take them
     // for read-only disks (a feature it reads once).
     template.disks = vec![Disk::new(empty_disk, false); DISK_SLOTS];
-    template.vsock_uds = Some(building.path().join("vsock.sock"));
+    let vsock = building.path().join("vsock.sock");
+    template.vsock_uds = Some(vsock.clone());
     template.shares = slot_shares(&VmConfig::default(), building.path());
     // The network slots come with `template` (see `devices::virtio::plan`).
     template.nets = Vec::new();
     template.template = true;
     let vm = Vm::start(&template, std::io::sink())?;
     wait_until_ready(&vm, timeout)?;
+    warm_up(&vsock).map_err(CreateError::WarmUp)?;
     std::thread::sleep(SETTLE);
     vm.snapshot(building.path(), inputs.clone())?;
-    let _ = std::fs::remove_file(building.path().join("vsock.sock"));
+    let _ = std::fs::remove_file(&vsock);
     building.persist(&dir)?;
     if in_cache {
         prune::prune(parent, &dir, &inputs);
@@ -491,6 +504,8 @@ pub enum CreateError {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Vm(#[from] VmError),
+    #[error("warming the guest up before the snapshot: {0}")]
+    WarmUp(#[source] WarmUpError),
 }
 
 /// `snapshot create` builds in `<BUILDING_PREFIX><key><BUILDING_PID><pid>`
