@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 
-use vmrun_agent::client::dial_hybrid_vsock;
+use vmrun_agent::client::{dial_hybrid_vsock, ClientError};
 use vmrun_agent::AGENT_VSOCK_PORT;
 
 use crate::{CliError, Result, VmArgs};
@@ -85,21 +85,33 @@ fn create(args: &CreateArgs) -> Result<()> {
     Ok(())
 }
 
+/// Why the warm-up before the snapshot failed.
+#[derive(Debug, thiserror::Error)]
+enum WarmUpFailure {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("the agent's first call: {0}")]
+    Agent(#[source] ClientError),
+}
+
 /// The agent's first connection and call, made before the guest is saved.
 /// A guest's first connection writes ~0.3 MiB of fresh guest memory (the
 /// kernel's vsock socket, the agent's HTTP/2 and gRPC state) that later
-/// ones reuse, measured with the host's pagemap of a restored VMM: made
-/// here, it is in the snapshot, so a restored sandbox neither pays its page
-/// faults under emulation nor holds its own copy of those pages. The
-/// connection is closed when this returns.
+/// ones mostly reuse, measured with the host's pagemap of a restored VMM:
+/// made here, it is in the snapshot, so a restored sandbox does not pay
+/// those fresh pages' faults under emulation and writes less of its own.
+/// The connection is closed when this returns.
 fn first_connection(vsock: &std::path::Path) -> Result<(), vmm::snapshot::WarmUpError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
-    runtime.block_on(dial_hybrid_vsock(
-        vsock,
-        AGENT_VSOCK_PORT,
-        Instant::now() + WARM_UP_TIMEOUT,
-    ))?;
+        .build()
+        .map_err(WarmUpFailure::Runtime)?;
+    runtime
+        .block_on(dial_hybrid_vsock(
+            vsock,
+            AGENT_VSOCK_PORT,
+            Instant::now() + WARM_UP_TIMEOUT,
+        ))
+        .map_err(WarmUpFailure::Agent)?;
     Ok(())
 }

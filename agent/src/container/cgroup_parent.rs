@@ -14,11 +14,13 @@
 //! root.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// A step of [`prepare`] that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupParentError {
+    #[error("cgroup parent {parent:?} must be a path of plain names below the cgroup root")]
+    Parent { parent: String },
     #[error("cannot read the available controllers in {path}: {source}")]
     Controllers { path: PathBuf, source: io::Error },
     #[error("cannot create cgroup {path}: {source}")]
@@ -44,16 +46,25 @@ pub fn prepare(cgroup_root: &Path, parent: &str) -> Result<(), CgroupParentError
         .map(|name| format!("+{name}"))
         .collect::<Vec<_>>()
         .join(" ");
+    let mut levels = Vec::new();
+    for component in Path::new(parent).components() {
+        match component {
+            Component::RootDir => {}
+            Component::Normal(name) => levels.push(name),
+            _ => {
+                return Err(CgroupParentError::Parent {
+                    parent: parent.to_owned(),
+                })
+            }
+        }
+    }
     let mut level = cgroup_root.to_owned();
     enable(&level, &controllers)?;
-    for component in Path::new(parent)
-        .components()
-        .skip_while(|c| c.as_os_str() == "/")
-    {
-        level.push(component);
+    for name in levels {
+        level.push(name);
         match std::fs::create_dir(&level) {
             Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists && level.is_dir() => {}
             Err(source) => {
                 return Err(CgroupParentError::Create {
                     path: level,
@@ -66,7 +77,9 @@ pub fn prepare(cgroup_root: &Path, parent: &str) -> Result<(), CgroupParentError
     Ok(())
 }
 
-/// One write with all of them: the kernel applies the list at once.
+/// One write with all of them. The kernel takes the list all or none: if
+/// it refuses one controller, none is enabled here, and the first
+/// container's libcontainer enables them one by one as it always does.
 fn enable(cgroup: &Path, controllers: &str) -> Result<(), CgroupParentError> {
     if controllers.is_empty() {
         return Ok(());
@@ -135,8 +148,23 @@ mod tests {
         );
 
         let root = fake_root("blocked", "pids");
-        std::fs::write(root.path().join("vmrun"), "a file where the cgroup goes").unwrap();
+        let blocked = root.path().join("vmrun");
+        std::fs::write(&blocked, "a file where the cgroup goes").unwrap();
         let error = prepare(root.path(), "/vmrun/pods").unwrap_err().to_string();
-        assert!(error.contains("vmrun"), "{error}");
+        assert!(
+            error.starts_with(&format!("cannot create cgroup {}:", blocked.display())),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_parent_that_leaves_the_root_is_refused_before_anything_is_made() {
+        let root = fake_root("escape", "pids");
+        for parent in ["/vmrun/../../etc", "./vmrun", "vmrun/.."] {
+            let error = prepare(root.path(), parent).unwrap_err().to_string();
+            assert!(error.starts_with("cgroup parent"), "{parent}: {error}");
+        }
+        assert!(!root.path().join("cgroup.subtree_control").exists());
+        assert!(!root.path().join("vmrun").exists());
     }
 }

@@ -586,6 +586,17 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_warm_up_says_what_was_being_done_and_keeps_its_cause() {
+        let error = CreateError::WarmUp("the agent did not answer".into());
+        assert_eq!(
+            error.to_string(),
+            "warming the guest up before the snapshot: the agent did not answer"
+        );
+        let cause = std::error::Error::source(&error).map(ToString::to_string);
+        assert_eq!(cause.as_deref(), Some("the agent did not answer"));
+    }
+
+    #[test]
     fn every_input_mismatch_is_named() {
         let saved = inputs();
         assert!(check_inputs(&saved, &saved).is_ok());
