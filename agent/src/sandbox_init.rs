@@ -171,19 +171,18 @@ mod tests {
 
     #[test]
     fn offline_cpus_are_brought_online() {
-        let dir = std::env::temp_dir().join(format!("vmrun-cpus-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let scratch = crate::scratch_dir::ScratchDir::new("cpus");
+        let dir = scratch.path();
         for cpu in ["cpu1", "cpu2"] {
             std::fs::create_dir_all(dir.join(cpu)).unwrap();
         }
         std::fs::write(dir.join("present"), "0-2\n").unwrap();
         std::fs::write(dir.join("cpu1/online"), "0\n").unwrap();
         std::fs::write(dir.join("cpu2/online"), "1\n").unwrap();
-        assert_eq!(online_cpus(&dir), 3);
+        assert_eq!(online_cpus(dir), 3);
         assert_eq!(
             std::fs::read_to_string(dir.join("cpu1/online")).unwrap(),
             "1"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -152,18 +152,14 @@ fn parse_io_stat(content: &str) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scratch_dir::ScratchDir;
 
-    fn fake_cgroup(files: &[(&str, &str)]) -> std::path::PathBuf {
+    fn fake_cgroup(files: &[(&str, &str)]) -> ScratchDir {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "vmrun-agent-cgroup-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = ScratchDir::new(&format!("cgroup-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
         for (name, content) in files {
-            std::fs::write(dir.join(name), content).unwrap();
+            std::fs::write(dir.path().join(name), content).unwrap();
         }
         dir
     }
@@ -189,7 +185,7 @@ mod tests {
                  254:16 rbytes=100 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n",
             ),
         ]);
-        let stats = CgroupStats::read(&dir).unwrap();
+        let stats = CgroupStats::read(dir.path()).unwrap();
         assert_eq!(
             stats,
             CgroupStats {
@@ -203,7 +199,6 @@ mod tests {
                 oom_kills: Some(1),
             }
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -213,36 +208,32 @@ mod tests {
             ("cpu.stat", "usage_usec 7\n"),
             ("pids.max", "max\n"),
         ]);
-        let stats = CgroupStats::read(&dir).unwrap();
+        let stats = CgroupStats::read(dir.path()).unwrap();
         assert_eq!(stats.memory_limit_bytes, None);
         assert_eq!(stats.pids_limit, None);
         assert_eq!(stats.cpu_usage_usec, Some(7));
         assert_eq!(stats.memory_usage_bytes, None);
         assert_eq!(stats.oom_kills, None);
         assert_eq!(stats.io_read_bytes, None);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn garbage_in_a_file_is_an_error_naming_it() {
         let dir = fake_cgroup(&[("pids.current", "lots\n")]);
-        let error = CgroupStats::read(&dir).unwrap_err();
+        let error = CgroupStats::read(dir.path()).unwrap_err();
         assert!(
             error
                 .to_string()
                 .ends_with(r#"pids.current: unexpected content "lots""#),
             "{error}"
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn oom_kill_count_is_read_from_memory_events() {
         let dir = fake_cgroup(&[("memory.events", "oom 3\noom_kill 2\n")]);
-        assert_eq!(oom_kills(&dir).unwrap(), Some(2));
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(oom_kills(dir.path()).unwrap(), Some(2));
         let empty = fake_cgroup(&[]);
-        assert_eq!(oom_kills(&empty).unwrap(), None);
-        std::fs::remove_dir_all(empty).unwrap();
+        assert_eq!(oom_kills(empty.path()).unwrap(), None);
     }
 }

@@ -14,6 +14,8 @@ use oci_spec::runtime::{LinuxResources, Spec};
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use crate::scratch_dir::ScratchDir;
+
 use super::config::ContainerConfig;
 use super::engine::{ContainerEngine, EngineProcess, EngineStdio};
 use super::error::ContainerError;
@@ -151,25 +153,22 @@ struct Fixture {
     manager: ContainerManager,
     engine: Arc<FakeEngine>,
     mounts: Arc<FakeMounts>,
-    root: PathBuf,
+    /// Removed when the fixture is dropped.
+    root: ScratchDir,
     rootfs: PathBuf,
 }
 
 impl Fixture {
     fn new() -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let root = std::env::temp_dir().join(format!(
-            "vmrun-manager-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let rootfs = root.join("shared-rootfs");
+        let root = ScratchDir::new(&format!("manager-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+        let rootfs = root.path().join("shared-rootfs");
         std::fs::create_dir_all(&rootfs).unwrap();
         let engine = Arc::new(FakeEngine::default());
         let mounts = Arc::new(FakeMounts::default());
         let config = ContainerConfig {
-            state_root: root.join("state"),
-            cgroup_root: root.join("cgroup"),
+            state_root: root.path().join("state"),
+            cgroup_root: root.path().join("cgroup"),
             cgroup_parent: "/vmrun".into(),
             helper_program: PathBuf::from("/nonexistent"),
             helper_timeout: Duration::from_secs(1),
@@ -200,22 +199,16 @@ impl Fixture {
     }
 
     fn bundle(&self, id: &str) -> PathBuf {
-        StateLayout::new(self.root.join("state"))
+        StateLayout::new(self.root.path().join("state"))
             .bundle(id)
             .dir()
             .to_owned()
     }
 
     fn cgroup_dir(&self, id: &str) -> PathBuf {
-        let dir = self.root.join("cgroup/vmrun").join(id);
+        let dir = self.root.path().join("cgroup/vmrun").join(id);
         std::fs::create_dir_all(&dir).unwrap();
         dir
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
@@ -313,7 +306,7 @@ async fn a_bad_spec_is_rejected_before_anything_happens() {
     assert!(!fixture.bundle("web").exists());
 
     let mut missing_rootfs = fixture.request("web", spec());
-    missing_rootfs.rootfs = fixture.root.join("not-mounted");
+    missing_rootfs.rootfs = fixture.root.path().join("not-mounted");
     let error = fixture.manager.create(missing_rootfs).await.unwrap_err();
     assert!(
         error

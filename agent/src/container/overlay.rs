@@ -119,26 +119,22 @@ fn mount(mounts: &dyn MountSyscalls, id: &str, call: &MountCall<'_>) -> Result<(
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
 
     use super::*;
     use crate::container::layout::StateLayout;
     use crate::mount_syscalls::fake::FakeMounts;
+    use crate::scratch_dir::ScratchDir;
 
-    fn temp_state() -> PathBuf {
+    fn temp_state() -> ScratchDir {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        std::env::temp_dir().join(format!(
-            "vmrun-agent-overlay-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ))
+        ScratchDir::new(&format!("overlay-{}", NEXT.fetch_add(1, Ordering::Relaxed)))
     }
 
     #[test]
     fn tmpfs_then_overlay_and_back() {
         let root = temp_state();
-        let bundle = StateLayout::new(&root).bundle("web");
+        let bundle = StateLayout::new(root.path()).bundle("web");
         let mounts = FakeMounts::default();
         mount_overlay(&mounts, "web", &bundle, Path::new("/run/storage/web")).unwrap();
         let calls = mounts.calls();
@@ -156,13 +152,12 @@ mod tests {
 
         unmount_overlay(&mounts, "web", &bundle).unwrap();
         assert!(mounts.mounted().is_empty());
-        fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
     fn a_failed_overlay_leaves_no_tmpfs_behind() {
         let root = temp_state();
-        let bundle = StateLayout::new(&root).bundle("web");
+        let bundle = StateLayout::new(root.path()).bundle("web");
         let mounts = FakeMounts::default();
         mounts.fail_mount("overlay", Errno::EINVAL);
         let error = mount_overlay(&mounts, "web", &bundle, Path::new("/lower")).unwrap_err();
@@ -173,12 +168,12 @@ mod tests {
             "{error}"
         );
         assert!(mounts.mounted().is_empty());
-        fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
     fn lower_paths_overlayfs_cannot_take_are_rejected() {
-        let bundle = StateLayout::new(temp_state()).bundle("web");
+        let root = temp_state();
+        let bundle = StateLayout::new(root.path()).bundle("web");
         let mounts = FakeMounts::default();
         let error = mount_overlay(&mounts, "web", &bundle, Path::new("/a,b")).unwrap_err();
         assert!(

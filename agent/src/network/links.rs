@@ -84,24 +84,23 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     use super::*;
+    use crate::scratch_dir::ScratchDir;
 
     /// A sysfs-like tree: `class/net/<name>` with `ifindex` and, for
     /// devices, `device` → `devices/<dev>` whose `driver` → `drivers/<driver>`.
     struct FakeSysfs {
-        root: PathBuf,
+        root: ScratchDir,
     }
 
     impl FakeSysfs {
         fn new(test: &str) -> Self {
-            let root =
-                std::env::temp_dir().join(format!("vmrun-netlinks-{}-{test}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&root);
-            std::fs::create_dir_all(root.join("class/net")).unwrap();
+            let root = ScratchDir::new(&format!("netlinks-{test}"));
+            std::fs::create_dir_all(root.path().join("class/net")).unwrap();
             Self { root }
         }
 
         fn class_net(&self) -> PathBuf {
-            self.root.join("class/net")
+            self.root.path().join("class/net")
         }
 
         fn link(&self, name: &str, index: &str, driver: Option<&str>) {
@@ -109,20 +108,14 @@ mod tests {
             std::fs::create_dir(&dir).unwrap();
             std::fs::write(dir.join("ifindex"), format!("{index}\n")).unwrap();
             if let Some(driver) = driver {
-                let device = self.root.join("devices").join(name);
-                let drivers = self.root.join("drivers").join(driver);
+                let device = self.root.path().join("devices").join(name);
+                let drivers = self.root.path().join("drivers").join(driver);
                 std::fs::create_dir_all(&device).unwrap();
                 std::fs::create_dir_all(&drivers).unwrap();
                 // Relative, as sysfs's are.
                 symlink(format!("../../drivers/{driver}"), device.join("driver")).unwrap();
                 symlink(&device, dir.join("device")).unwrap();
             }
-        }
-    }
-
-    impl Drop for FakeSysfs {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.root);
         }
     }
 

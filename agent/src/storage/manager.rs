@@ -148,6 +148,7 @@ mod tests {
     use super::*;
     use crate::mount_syscalls::fake::FakeMounts;
     use crate::proto::MountStorageRequest;
+    use crate::scratch_dir::ScratchDir;
 
     fn spec(source: &str, fstype: &str, mount_point: &Path) -> MountSpec {
         MountSpec::try_from(MountStorageRequest {
@@ -160,15 +161,12 @@ mod tests {
         .unwrap()
     }
 
-    fn temp_dir(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("vmrun-storage-{}-{name}", std::process::id()))
-    }
-
     #[test]
     fn mount_creates_the_mount_point_and_refuses_a_second_time() {
         let fake = Arc::new(FakeMounts::default());
         let storage = StorageManager::new(fake.clone());
-        let target = temp_dir("twice").join("rootfs");
+        let scratch = ScratchDir::new("storage-twice");
+        let target = scratch.path().join("rootfs");
         storage
             .mount(spec("rootfs-web", "virtiofs", &target))
             .unwrap();
@@ -186,7 +184,6 @@ mod tests {
         assert!(fake.mounted().is_empty());
         let error = storage.unmount(target.to_str().unwrap()).unwrap_err();
         assert!(matches!(error, StorageError::NotMounted { .. }), "{error}");
-        std::fs::remove_dir_all(temp_dir("twice")).unwrap();
     }
 
     #[test]
@@ -194,7 +191,8 @@ mod tests {
         let fake = Arc::new(FakeMounts::default());
         let storage = StorageManager::new(fake.clone());
         storage.name_share_slots(&["sandbox".to_string(), "data".to_string()]);
-        let target = temp_dir("slots");
+        let scratch = ScratchDir::new("storage-slots");
+        let target = scratch.path();
         storage
             .mount(spec("data", "virtiofs", &target.join("data")))
             .unwrap();
@@ -208,15 +206,19 @@ mod tests {
             !calls.contains("data on") && !calls.contains("vmrun-fs0"),
             "{calls}"
         );
-        std::fs::remove_dir_all(target).unwrap();
     }
 
     #[test]
     fn a_missing_device_is_reported_before_mounting() {
         let fake = Arc::new(FakeMounts::default());
         let storage = StorageManager::new(fake.clone());
+        let scratch = ScratchDir::new("storage-nodev");
         let error = storage
-            .mount(spec("/dev/does-not-exist", "ext4", &temp_dir("nodev")))
+            .mount(spec(
+                "/dev/does-not-exist",
+                "ext4",
+                &scratch.path().join("target"),
+            ))
             .unwrap_err();
         assert_eq!(
             error.to_string(),
@@ -229,7 +231,8 @@ mod tests {
     fn a_busy_unmount_keeps_the_record() {
         let fake = Arc::new(FakeMounts::default());
         let storage = StorageManager::new(fake.clone());
-        let target = temp_dir("busy");
+        let scratch = ScratchDir::new("storage-busy");
+        let target = scratch.path().join("target");
         storage.mount(spec("tag", "virtiofs", &target)).unwrap();
         fake.fail_unmount(&target, Errno::EBUSY);
         let error = storage.unmount(target.to_str().unwrap()).unwrap_err();
@@ -244,6 +247,5 @@ mod tests {
             "{error}"
         );
         assert_eq!(fake.mounted(), std::slice::from_ref(&target));
-        std::fs::remove_dir_all(target).unwrap();
     }
 }
